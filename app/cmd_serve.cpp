@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace dpgate::app {
+
+int RunServe(const Args& /*args*/) { return NotYetSupported("serve", "the proxy (issue 6)"); }
+
+}  // namespace dpgate::app

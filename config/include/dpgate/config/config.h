@@ -1,0 +1,127 @@
+// The validated, typed configuration of dpgate (DESIGN.md §4, docs/CONFIG.md).
+// Only config/ reads YAML; every other library takes these structs. A Config
+// returned by LoadConfig has passed every check: the rest of the code may rely
+// on its invariants (documented per field) without re-checking.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dpgate/common/result.h"
+
+namespace dpgate::config {
+
+enum class AuthMode { kScram, kTrust };
+enum class Period { kDay, kWeek, kMonth, kNever };
+enum class Mechanism { kLaplace, kGaussian };
+
+const char* ToString(AuthMode mode);
+const char* ToString(Period period);
+const char* ToString(Mechanism mechanism);
+
+// A privacy budget. Invariants: 0 < epsilon (finite), 0 <= delta < 1.
+struct Budget {
+  double epsilon = 0;
+  double delta = 0;
+  Period period = Period::kMonth;
+};
+
+struct Listen {
+  std::string host = "127.0.0.1";
+  uint16_t port = 6543;  // 1..65535
+};
+
+// TLS for client connections. Both files exist and are readable at load time.
+struct Tls {
+  std::string cert;  // path, resolved relative to the config file's directory
+  std::string key;
+};
+
+struct Upstream {
+  std::string dsn;     // libpq connection string; non-empty
+  int pool_size = 16;  // 1..1024
+};
+
+struct Ledger {
+  std::string dsn;                  // libpq connection string; non-empty
+  std::string schema = "dp_ledger";  // a plain SQL identifier ([a-z_][a-z0-9_]*)
+};
+
+struct Analyst {
+  std::string name;   // unique; a plain identifier
+  std::string scram;  // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"; empty only with auth: trust
+  Budget budget;
+};
+
+struct QueryDefaults {
+  double epsilon = 0.5;  // 0 < epsilon <= max_epsilon
+  double delta = 1e-7;   // 0 <= delta < 1
+  double max_epsilon = 2.0;
+  Mechanism mechanism = Mechanism::kLaplace;
+  std::chrono::seconds cache_ttl{3600};  // >= 0; 0 disables the cache
+};
+
+// A column of a private table. Either numeric bounds (lower <= upper, both
+// finite) for use inside SUM/AVG/VARIANCE, or public `values` (non-empty,
+// distinct) for use as a group key without partition selection, or neither
+// (usable as a group key with thresholding, or in filters).
+struct ColumnSpec {
+  std::string name;
+  std::optional<double> lower;
+  std::optional<double> upper;
+  std::vector<std::string> values;  // public group keys; empty if not declared
+  bool has_bounds() const { return lower.has_value() && upper.has_value(); }
+  bool has_public_values() const { return !values.empty(); }
+};
+
+struct TableSpec {
+  std::string schema = "public";  // "public.employees" -> schema "public", name "employees"
+  std::string name;
+  bool is_public = false;  // public tables are forwarded unchanged; no other field applies
+  std::string privacy_unit;          // required for private tables
+  int max_groups_contributed = 1;    // k >= 1
+  int max_rows_per_group = 1;        // c >= 1
+  std::vector<ColumnSpec> columns;   // order as written in the file
+
+  std::string qualified_name() const { return schema + "." + name; }
+  const ColumnSpec* FindColumn(const std::string& column) const;
+};
+
+struct Dataset {
+  std::string name;  // unique
+  Budget budget;     // global budget: all analysts together
+  std::vector<TableSpec> tables;
+};
+
+struct Config {
+  std::string source_path;  // the file this was loaded from (for messages)
+  Listen listen;
+  std::optional<Tls> tls;
+  Upstream upstream;
+  Ledger ledger;
+  AuthMode auth = AuthMode::kScram;
+  std::vector<Analyst> analysts;
+  QueryDefaults query;
+  std::vector<Dataset> datasets;
+
+  const Analyst* FindAnalyst(const std::string& name) const;
+  // Looks a table up by schema and name; returns the table and its dataset.
+  struct TableRef {
+    const Dataset* dataset = nullptr;
+    const TableSpec* table = nullptr;
+  };
+  std::optional<TableRef> FindTable(const std::string& schema, const std::string& name) const;
+};
+
+// Reads and validates a config file. On error, the message names the file,
+// the line and the field at fault and what is expected, e.g.
+//   dpgate.yaml:12: datasets[0].tables[0].columns.salary: lower (10) > upper (5); ...
+Result<Config> LoadConfig(const std::string& path);
+
+// Same, from text already in memory; `source_name` stands in for the file name.
+Result<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name);
+
+}  // namespace dpgate::config
