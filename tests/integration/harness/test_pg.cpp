@@ -44,14 +44,15 @@ TestPg RequireTestPg() {
   pg.socket_dir = kv["DPGATE_TEST_PGSOCKET"];
   pqxx::connection c(pg.Dsn());
   pqxx::nontransaction tx(c);
-  if (tx.exec1("select 1")[0].as<int>() != 1) throw std::runtime_error("test PostgreSQL: bad answer");
+  if (tx.exec1("select 1")[0].as<int>() != 1)
+    throw std::runtime_error("test PostgreSQL: bad answer");
   return pg;
 }
 
 std::string CreateTestDatabase(const TestPg& pg, const std::string& prefix) {
   static std::atomic<int> counter{0};
-  const std::string name = prefix + "_" + std::to_string(::getpid()) + "_" +
-                           std::to_string(counter.fetch_add(1));
+  const std::string name =
+      prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
   pqxx::connection c(pg.Dsn());
   pqxx::nontransaction tx(c);
   tx.exec("drop database if exists " + tx.quote_name(name));

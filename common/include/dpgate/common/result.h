@@ -24,7 +24,7 @@ inline Error MakeError(std::string code, std::string message) {
 
 class [[nodiscard]] Status {
  public:
-  Status() = default;  // success
+  Status() = default;                                            // success
   Status(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT: implicit by design
 
   static Status Ok() { return Status(); }
@@ -45,9 +45,9 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
-  Result(Error error) : v_(std::move(error)) {}   // NOLINT: implicit by design
-  Result(Status status) : v_(status.error()) {}   // NOLINT: only from a failed Status
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT: implicit by design
+  Result(Status status) : v_(status.error()) {}  // NOLINT: only from a failed Status
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   explicit operator bool() const { return ok(); }

@@ -46,13 +46,14 @@ struct Upstream {
 };
 
 struct Ledger {
-  std::string dsn;                  // libpq connection string; non-empty
+  std::string dsn;                   // libpq connection string; non-empty
   std::string schema = "dp_ledger";  // a plain SQL identifier ([a-z_][a-z0-9_]*)
 };
 
 struct Analyst {
-  std::string name;   // unique; a plain identifier
-  std::string scram;  // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"; empty only with auth: trust
+  std::string name;  // unique; a plain identifier
+  std::string
+      scram;  // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"; empty only with auth: trust
   Budget budget;
 };
 
@@ -80,11 +81,11 @@ struct ColumnSpec {
 struct TableSpec {
   std::string schema = "public";  // "public.employees" -> schema "public", name "employees"
   std::string name;
-  bool is_public = false;  // public tables are forwarded unchanged; no other field applies
-  std::string privacy_unit;          // required for private tables
-  int max_groups_contributed = 1;    // k >= 1
-  int max_rows_per_group = 1;        // c >= 1
-  std::vector<ColumnSpec> columns;   // order as written in the file
+  bool is_public = false;           // public tables are forwarded unchanged; no other field applies
+  std::string privacy_unit;         // required for private tables
+  int max_groups_contributed = 1;   // k >= 1
+  int max_rows_per_group = 1;       // c >= 1
+  std::vector<ColumnSpec> columns;  // order as written in the file
 
   std::string qualified_name() const { return schema + "." + name; }
   const ColumnSpec* FindColumn(const std::string& column) const;
