@@ -51,7 +51,7 @@ struct Ledger {
 };
 
 struct Analyst {
-  std::string name;  // unique; a plain identifier
+  std::string name;  // unique; [A-Za-z_][A-Za-z0-9_.@-]*, at most 63 bytes
   std::string
       scram;  // "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>"; empty only with auth: trust
   Budget budget;
@@ -117,9 +117,13 @@ struct Config {
   std::optional<TableRef> FindTable(const std::string& schema, const std::string& name) const;
 };
 
-// Reads and validates a config file. On error, the message names the file,
-// the line and the field at fault and what is expected, e.g.
-//   dpgate.yaml:12: datasets[0].tables[0].columns.salary: lower (10) > upper (5); ...
+// Reads and validates a config file. On error (code "config"), the message
+// names the file, the line and the field at fault and what is expected, e.g.
+//   dpgate.yaml:12: datasets[0].tables[0].columns.salary: lower (10) is greater
+//   than upper (5); expected lower <= upper
+// Every problem found is reported, one per line, sorted by line (a YAML syntax
+// error stops the reading, so only it is reported). ${VAR} in upstream.dsn and
+// ledger.dsn is replaced from the environment (docs/CONFIG.md).
 Result<Config> LoadConfig(const std::string& path);
 
 // Same, from text already in memory; `source_name` stands in for the file name.
