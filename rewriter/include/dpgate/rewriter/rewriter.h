@@ -1,0 +1,99 @@
+// rewriter/: classify every statement of a query string, and rewrite private
+// aggregates into the contribution-bounded shape of DESIGN.md §2 with a
+// ReleasePlan. Pure: no I/O, never sees data. docs/REWRITER.md is the contract.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dpgate/common/result.h"
+#include "dpgate/config/config.h"
+#include "dpgate/rewriter/release_plan.h"
+
+namespace dpgate::rewriter {
+
+// DESIGN.md §1 table; docs/REWRITER.md §1.
+enum class StatementClass {
+  kPrivateAggregate,
+  kPublic,
+  kCatalog,
+  kSession,
+  kDpgateCommand,
+  kRefused,
+};
+const char* ToString(StatementClass c);  // "private_aggregate", "public", ...
+
+// What the rewriter needs to know about the session (docs/REWRITER.md §2).
+struct SessionContext {
+  std::vector<std::string> search_path = {"$user", "public"};
+  std::string user;  // the analyst; what "$user" in the search_path stands for
+  // The query's (ε, δ) (SET dp.epsilon / dp.delta, else the config's
+  // defaults). When set, each plan's ε/δ split is filled (FillBudgetSplit).
+  std::optional<double> epsilon;
+  std::optional<double> delta;
+};
+
+// dpgate's own statements (DESIGN.md §3), answered by dpgate itself.
+enum class DpgateCommandKind {
+  kNone,
+  kSetEpsilon,    // SET dp.epsilon = value
+  kSetDelta,      // SET dp.delta = value
+  kResetEpsilon,  // RESET dp.epsilon
+  kResetDelta,    // RESET dp.delta
+  kShowBudget,    // SHOW dp.budget
+  kShowEpsilon,   // SHOW dp.epsilon
+  kShowDelta,     // SHOW dp.delta
+  kExplainDp,     // EXPLAIN (DP) <private aggregate>: plan in StatementResult::plan
+};
+const char* ToString(DpgateCommandKind kind);
+
+struct StatementResult {
+  StatementClass statement_class = StatementClass::kRefused;
+  // For kRefused: code is an SQLSTATE (42501 denied relation or function,
+  // 0A000 not supported, 42601 syntax error, 22023 bad dp value) and message
+  // says what, where (line:column) and why, and what to write instead.
+  Error reason;
+  std::string original_sql;  // this statement's text, as the client sent it
+  // What to send upstream: every relation schema-qualified (docs/REWRITER.md §2).
+  // Empty for dpgate commands and refusals. Session statements are deparsed.
+  std::string rewritten_sql;
+  std::optional<ReleasePlan> plan;  // private aggregates and EXPLAIN (DP)
+  uint64_t fingerprint = 0;         // pg_query_fingerprint of original_sql
+  std::string fingerprint_hex;
+  std::string dataset;  // the private dataset touched, if any
+  // schema.name of every relation the statement reads (after resolution).
+  std::vector<std::string> relations;
+  // True when the statement reads a catalog relation that exposes table sizes
+  // (pg_class.reltuples/relpages): the proxy must mask them for private tables
+  // (DESIGN.md §2 "Catalog size leaks are masked"; docs/REWRITER.md §4).
+  bool reads_size_catalog = false;
+  DpgateCommandKind command = DpgateCommandKind::kNone;
+  std::optional<double> command_value;  // for kSetEpsilon / kSetDelta
+  // For an accepted SET/RESET search_path: the session's new path, which the
+  // proxy keeps and passes back in SessionContext (it never forwards it).
+  std::optional<std::vector<std::string>> new_search_path;
+};
+
+// Classifies every statement of `sql` (one or many, separated by ';').
+// A syntax error refuses the whole string (one kRefused result, 42601).
+// The proxy must refuse the whole string when any statement is refused.
+// Errors only for internal failures (e.g. a rewritten tree that does not
+// deparse): the caller treats those as a refusal with a generic message.
+Result<std::vector<StatementResult>> Classify(std::string_view sql, const config::Config& config,
+                                              const SessionContext& session);
+
+// Fills the ε/δ of every NoisedQuantity and of partition selection from the
+// query's (ε, δ), with mechanisms::BudgetSplit (basic composition: equal
+// shares; docs/REWRITER.md §11), and sets budget_split_filled.
+Status FillBudgetSplit(ReleasePlan* plan, double epsilon, double delta,
+                       config::Mechanism mechanism);
+
+// Human-readable and JSON renderings (dpgate rewrite, EXPLAIN (DP)).
+std::string ToText(const StatementResult& result);
+std::string ToJson(const StatementResult& result);
+std::string ToJson(const ReleasePlan& plan);
+
+}  // namespace dpgate::rewriter

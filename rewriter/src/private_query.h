@@ -1,0 +1,26 @@
+// Internal: validation and bounded rewrite of a private aggregate
+// (docs/REWRITER.md §5–§10).
+#pragma once
+
+#include <variant>
+
+#include "dpgate/config/config.h"
+#include "dpgate/rewriter/release_plan.h"
+#include "tree.h"
+
+namespace dpgate::rewriter::internal {
+
+struct PrivateRewrite {
+  pb::Node statement;  // the rewritten SELECT, ready to deparse
+  ReleasePlan plan;
+};
+
+// `select` has already been scanned: every relation in it is resolved and
+// schema-qualified, and it reads the private `table` of `dataset` and
+// possibly the public tables `public_relations` (schema.name); any other
+// shape is refused here.
+std::variant<PrivateRewrite, Refusal> RewritePrivateAggregate(
+    const pb::SelectStmt& select, const config::Dataset& dataset, const config::TableSpec& table,
+    std::vector<std::string> public_relations);
+
+}  // namespace dpgate::rewriter::internal
