@@ -1,7 +1,75 @@
+// dpgate serve -c dpgate.yaml: run the proxy until SIGTERM / SIGINT.
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstdio>
+#include <string>
+
 #include "commands.h"
+#include "dpgate/config/config.h"
+#include "dpgate/proxy/server.h"
 
 namespace dpgate::app {
+namespace {
+constexpr const char* kUsage =
+    "usage: dpgate serve -c dpgate.yaml [--threads N] [--max-connections N]\n"
+    "  Runs the proxy on the config's listen address until SIGTERM or SIGINT, then\n"
+    "  stops accepting, finishes the statements in flight and exits.\n";
 
-int RunServe(const Args& /*args*/) { return NotYetSupported("serve", "the proxy (issue 6)"); }
+bool ParseInt(const std::string& s, int* out) {
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && p == s.data() + s.size() && *out > 0;
+}
+}  // namespace
+
+int RunServe(const Args& args) {
+  std::string config_path;
+  proxy::ServerOptions options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* what) -> const std::string* {
+      if (i + 1 >= args.size()) {
+        std::fprintf(stderr, "dpgate serve: %s needs a value\n%s", what, kUsage);
+        return nullptr;
+      }
+      return &args[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      std::printf("%s", kUsage);
+      return 0;
+    } else if (a == "-c" || a == "--config") {
+      const auto* v = value("-c");
+      if (v == nullptr) return 2;
+      config_path = *v;
+    } else if (a == "--threads" || a == "--max-connections") {
+      const auto* v = value(a.c_str());
+      int n = 0;
+      if (v == nullptr || !ParseInt(*v, &n)) {
+        std::fprintf(stderr, "dpgate serve: %s needs a positive whole number\n", a.c_str());
+        return 2;
+      }
+      (a == "--threads" ? options.io_threads : options.max_connections) = n;
+    } else {
+      std::fprintf(stderr, "dpgate serve: unknown argument '%s'\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    std::fprintf(stderr, "dpgate serve: missing -c CONFIG\n%s", kUsage);
+    return 2;
+  }
+  auto config = config::LoadConfig(config_path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", config.error().message.c_str());
+    return 1;
+  }
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  auto status = proxy::RunServer(*config, options);
+  if (!status.ok()) {
+    std::fprintf(stderr, "dpgate serve: %s\n", status.message().c_str());
+    return 1;
+  }
+  return 0;
+}
 
 }  // namespace dpgate::app

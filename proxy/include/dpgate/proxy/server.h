@@ -1,0 +1,34 @@
+// The dpgate server: accepts PostgreSQL clients, authenticates analysts, and
+// runs every statement through rewriter -> accountant -> upstream -> release
+// (DESIGN.md §1). Boost.Asio with C++20 coroutines on a fixed pool of I/O
+// threads; nothing blocking runs on them (the ledger has its own workers).
+#pragma once
+
+#include <chrono>
+#include <functional>
+
+#include "dpgate/common/result.h"
+#include "dpgate/config/config.h"
+#include "dpgate/proxy/wire.h"
+
+namespace dpgate::proxy {
+
+struct ServerOptions {
+  int io_threads = 0;          // 0: one per core
+  int max_connections = 1000;  // beyond this, new clients get FATAL 53300
+  std::chrono::seconds auth_timeout{30};
+  std::chrono::seconds idle_timeout{0};  // 0: no limit between statements
+  std::chrono::seconds shutdown_grace{30};
+  wire::Limits limits;
+  int ledger_workers = 4;
+  // Called once the listening socket is bound (tests wait for it).
+  std::function<void(uint16_t port)> on_listening;
+};
+
+// Runs until SIGTERM or SIGINT: then stops accepting, lets statements in
+// flight finish (up to shutdown_grace), and returns. Errors at start (port in
+// use, TLS files unreadable, ledger schema cannot be migrated) are returned
+// before anything is served.
+Status RunServer(const config::Config& config, const ServerOptions& options);
+
+}  // namespace dpgate::proxy

@@ -1,0 +1,1031 @@
+#include "dpgate/proxy/server.h"
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "dpgate/accountant/async_ledger.h"
+#include "dpgate/accountant/ledger.h"
+#include "dpgate/mechanisms/random_source.h"
+#include "dpgate/proxy/release.h"
+#include "dpgate/proxy/scram.h"
+#include "dpgate/rewriter/rewriter.h"
+#include "upstream.h"
+
+namespace dpgate::proxy {
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+
+namespace {
+
+// ---- Shared server state (owned by RunServer, no globals) --------------------
+
+struct CancelKey {
+  int32_t pid;
+  int32_t key;
+  bool operator<(const CancelKey& o) const { return pid != o.pid ? pid < o.pid : key < o.key; }
+};
+
+class Session;
+
+struct ServerState {
+  ServerState(const config::Config& c, const ServerOptions& o, asio::io_context& i)
+      : config(c), options(o), io(i) {}
+  const config::Config& config;
+  const ServerOptions& options;
+  asio::io_context& io;
+  std::optional<asio::ssl::context> tls;
+  // Streams need a context even when TLS is off; this one never handshakes.
+  asio::ssl::context plain{asio::ssl::context::tls_server};
+  std::unique_ptr<accountant::AsyncLedger> ledger;
+  // Blocking ledger reads (SHOW dp.budget) and cancel requests run here, never
+  // on an I/O thread.
+  asio::thread_pool blocking{2};
+  std::mutex budget_ledger_mutex;
+  std::unique_ptr<accountant::Ledger> budget_ledger;  // guarded by budget_ledger_mutex
+  std::string upstream_database;
+  std::string mock_secret;  // SCRAM mock salts for unknown users
+  std::atomic<int> connections{0};
+  std::atomic<bool> draining{false};
+  std::mutex sessions_mutex;
+  std::map<CancelKey, std::weak_ptr<Session>> sessions;  // guarded by sessions_mutex
+  // Released answers, replayed for an identical query within query.cache_ttl
+  // at no charge: returning the same noisy rows again is post-processing and
+  // stops averaging attacks by repetition (DESIGN.md §2, docs/PROXY.md §1).
+  struct CachedRelease {
+    Released released;
+    std::chrono::steady_clock::time_point at;
+  };
+  static constexpr size_t kCacheCapacity = 4096;
+  std::mutex cache_mutex;
+  std::map<std::string, CachedRelease> cache;  // guarded by cache_mutex
+};
+
+// The cache key: who asked, the exact rewritten SQL (constants included: the
+// fingerprint alone would merge `age > 30` with `age > 40`) and every setting
+// that changes the release. Raw values are never part of it.
+std::string CacheKey(const std::string& analyst, const rewriter::StatementResult& st,
+                     const QueryBudget& b) {
+  std::ostringstream k;
+  k.precision(17);
+  k << analyst.size() << ':' << analyst << '|' << b.epsilon << '|' << b.delta << '|'
+    << static_cast<int>(b.mechanism) << '|' << st.rewritten_sql;
+  return k.str();
+}
+
+std::string FormatDouble(double v) {
+  std::ostringstream s;
+  s.precision(6);
+  s << v;
+  return s.str();
+}
+
+wire::Diagnostic MakeDiagnostic(const std::string& sqlstate, const std::string& message,
+                                const std::string& severity = "ERROR",
+                                const std::string& hint = "") {
+  wire::Diagnostic d;
+  d.severity = severity;
+  d.sqlstate = sqlstate;
+  d.message = message;
+  d.hint = hint;
+  return d;
+}
+
+// Runs `work` on the blocking pool and resumes the coroutine on its own
+// executor with the result.
+template <typename T, typename Work, typename Handler>
+void StartOnBlockingPool(ServerState& state, Work work, Handler handler) {
+  auto ex = asio::get_associated_executor(handler);
+  auto h = std::make_shared<Handler>(std::move(handler));
+  asio::post(state.blocking, [ex, h, work = std::move(work)]() mutable {
+    auto value = std::make_shared<T>(work());
+    asio::post(ex, [h, value]() mutable { (*h)(value); });
+  });
+}
+
+// Runs `work` on the blocking pool and resumes the coroutine on its own
+// executor with the result. Parameters by reference: see StartCharge.
+template <typename T, typename Work>
+awaitable<T> OnBlockingPool(ServerState& state, const Work& work) {
+  auto result = co_await asio::async_initiate<decltype(use_awaitable), void(std::shared_ptr<T>)>(
+      [&state, &work](auto handler) { StartOnBlockingPool<T>(state, work, std::move(handler)); },
+      use_awaitable);
+  co_return std::move(*result);
+}
+
+// Queues the charge; `handler` resumes the waiting coroutine on its own
+// executor. A plain function (not a coroutine) on purpose: GCC 12 mis-copies
+// non-trivial by-value coroutine parameters, so the request is copied here.
+template <typename Handler>
+void StartCharge(accountant::AsyncLedger& ledger, accountant::ChargeRequest request,
+                 Handler handler) {
+  using R = Result<accountant::ChargeReceipt>;
+  auto ex = asio::get_associated_executor(handler);
+  auto h = std::make_shared<Handler>(std::move(handler));
+  ledger.ChargeAsync(std::move(request), [ex, h](R r) {
+    auto value = std::make_shared<R>(std::move(r));
+    asio::post(ex, [h, value]() mutable { (*h)(value); });
+  });
+}
+
+awaitable<Result<accountant::ChargeReceipt>> ChargeLedger(
+    accountant::AsyncLedger& ledger, const accountant::ChargeRequest& request) {
+  using R = Result<accountant::ChargeReceipt>;
+  auto result = co_await asio::async_initiate<decltype(use_awaitable), void(std::shared_ptr<R>)>(
+      [&ledger, &request](auto handler) { StartCharge(ledger, request, std::move(handler)); },
+      use_awaitable);
+  co_return std::move(*result);
+}
+
+// ---- One client connection -------------------------------------------------
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ServerState& state, tcp::socket socket)
+      : state_(state),
+        stream_(std::move(socket), state.tls ? *state.tls : state.plain),
+        deadline_(stream_.get_executor()),
+        decoder_(state.options.limits) {}
+
+  awaitable<void> Run();
+  void CancelUpstream() {
+    if (upstream_) upstream_->CancelRunning();
+  }
+  void CloseIfIdle() {
+    if (!busy_) Close();
+  }
+
+ private:
+  awaitable<bool> ReadFrame(wire::Frame* frame, std::chrono::seconds timeout);
+  awaitable<bool> Flush();
+  void Close() {
+    boost::system::error_code ec;
+    stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.next_layer().close(ec);
+  }
+  awaitable<void> Fatal(const std::string& sqlstate, const std::string& message,
+                        const std::string& hint = "") {
+    out_.ErrorResponse(MakeDiagnostic(sqlstate, message, "FATAL", hint));
+    co_await Flush();
+    Close();
+  }
+
+  awaitable<bool> Startup();
+  awaitable<bool> Authenticate(const std::string& user);
+  awaitable<void> HandleQuery(const std::string& sql);
+  awaitable<bool> HandleStatement(const rewriter::StatementResult& st);
+  awaitable<bool> Forward(const std::string& sql);
+  awaitable<bool> RunPrivateAggregate(const rewriter::StatementResult& st);
+  awaitable<bool> RunDpgateCommand(const rewriter::StatementResult& st);
+  void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
+  void SendTextRows(const std::vector<std::string>& columns,
+                    const std::vector<std::vector<std::optional<std::string>>>& rows,
+                    const std::string& tag);
+  void SendReleased(const Released& released) {
+    std::vector<wire::FieldDescription> fields;
+    for (const auto& f : released.fields) {
+      wire::FieldDescription fd;
+      fd.name = f.name;
+      fd.type_oid = f.type_oid;
+      fd.type_size = f.type_oid == 20 || f.type_oid == 701 ? 8 : -1;
+      fields.push_back(fd);
+    }
+    out_.RowDescription(fields);
+    for (const auto& r : released.rows) out_.DataRow(r);
+    out_.CommandComplete("SELECT " + std::to_string(released.rows.size()));
+  }
+  QueryBudget Budget() const {
+    QueryBudget b;
+    b.epsilon = epsilon_;
+    b.delta = delta_;
+    b.mechanism = state_.config.query.mechanism;
+    return b;
+  }
+  void Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
+             double delta, size_t rows, std::chrono::steady_clock::time_point started) const;
+
+  ServerState& state_;
+  asio::ssl::stream<tcp::socket> stream_;
+  bool tls_active_ = false;
+  asio::steady_timer deadline_;
+  wire::FrameDecoder decoder_;
+  wire::BackendWriter out_;
+  std::string analyst_;
+  std::unique_ptr<UpstreamConnection> upstream_;
+  rewriter::SessionContext rw_session_;
+  double epsilon_ = 0;
+  double delta_ = 0;
+  bool busy_ = false;
+  std::optional<CancelKey> cancel_key_;
+  std::string peer_;
+};
+
+awaitable<bool> Session::Flush() {
+  if (out_.buffer().empty()) co_return true;
+  const std::string data = out_.Take();
+  boost::system::error_code ec;
+  if (tls_active_) {
+    co_await asio::async_write(stream_, asio::buffer(data),
+                               asio::redirect_error(use_awaitable, ec));
+  } else {
+    co_await asio::async_write(stream_.next_layer(), asio::buffer(data),
+                               asio::redirect_error(use_awaitable, ec));
+  }
+  co_return !ec;
+}
+
+awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds timeout) {
+  while (true) {
+    auto next = decoder_.Next();
+    if (!next.ok()) {
+      // Malformed input ends this connection, never the process.
+      co_await Fatal(next.error().code, next.error().message);
+      co_return false;
+    }
+    if (next->has_value()) {
+      *frame = std::move(**next);
+      co_return true;
+    }
+    if (timeout.count() > 0) {
+      deadline_.expires_after(timeout);
+      deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        if (!ec) self->Close();
+      });
+    }
+    char buf[16384];
+    boost::system::error_code ec;
+    size_t n = 0;
+    if (tls_active_) {
+      n = co_await stream_.async_read_some(asio::buffer(buf),
+                                           asio::redirect_error(use_awaitable, ec));
+    } else {
+      n = co_await stream_.next_layer().async_read_some(asio::buffer(buf),
+                                                        asio::redirect_error(use_awaitable, ec));
+    }
+    deadline_.cancel();
+    if (ec) co_return false;  // closed, reset, or timed out: nothing to answer
+    decoder_.Append(std::string_view(buf, n));
+  }
+}
+
+awaitable<void> Session::Run() {
+  boost::system::error_code ec;
+  auto ep = stream_.next_layer().remote_endpoint(ec);
+  peer_ = ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  if (state_.connections.fetch_add(1) >= state_.options.max_connections) {
+    co_await Fatal("53300", "sorry, too many clients already",
+                   "dpgate accepts at most " + std::to_string(state_.options.max_connections) +
+                       " connections");
+    state_.connections.fetch_sub(1);
+    co_return;
+  }
+  const bool ready = co_await Startup();
+  if (ready) {
+    while (!state_.draining.load()) {
+      wire::Frame frame;
+      if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
+      if (frame.type == 'X') break;
+      if (frame.type == 'Q') {
+        auto sql = wire::ParseQuery(frame.body);
+        if (!sql.ok()) {
+          co_await Fatal(sql.error().code, sql.error().message);
+          break;
+        }
+        busy_ = true;
+        co_await HandleQuery(*sql);
+        busy_ = false;
+        if (!co_await Flush()) break;
+        continue;
+      }
+      if (std::string_view("PBDESCHF").find(frame.type) != std::string_view::npos) {
+        // Extended query protocol: not yet. Answer once, then discard until
+        // Sync as the protocol's error recovery requires (§55.2.3).
+        if (frame.type == 'S') {
+          out_.ReadyForQuery(upstream_ ? upstream_->TransactionStatus() : 'I');
+        } else if (frame.type == 'P' || frame.type == 'E') {
+          SendError(
+              MakeDiagnostic("0A000", "dpgate does not yet support the extended query protocol",
+                             "use the simple query protocol (psql; JDBC preferQueryMode=simple; "
+                             "psycopg2 without server-side binding)"));
+        }
+        if (frame.type == 'S' || frame.type == 'H') {
+          if (!co_await Flush()) break;
+        }
+        continue;
+      }
+      co_await Fatal("08P01", std::string("unexpected message type '") + frame.type + "'");
+      break;
+    }
+  }
+  Close();
+  if (cancel_key_) {
+    std::lock_guard lock(state_.sessions_mutex);
+    state_.sessions.erase(*cancel_key_);
+  }
+  state_.connections.fetch_sub(1);
+}
+
+awaitable<bool> Session::Startup() {
+  const auto timeout = state_.options.auth_timeout;
+  wire::StartupMessage startup;
+  while (true) {
+    wire::Frame frame;
+    if (!co_await ReadFrame(&frame, timeout)) co_return false;
+    auto packet = wire::ParseStartupPacket(frame.body);
+    if (!packet.ok()) {
+      co_await Fatal(packet.error().code, packet.error().message);
+      co_return false;
+    }
+    if (std::holds_alternative<wire::SslRequest>(*packet)) {
+      if (tls_active_) {
+        co_await Fatal("08P01", "SSLRequest received twice");
+        co_return false;
+      }
+      out_.SslResponse(state_.tls.has_value());
+      if (!co_await Flush()) co_return false;
+      if (state_.tls) {
+        if (decoder_.buffered() != 0) {
+          // Bytes after SSLRequest before the handshake: a buffer-stuffing
+          // attempt (CVE-2021-23214 class). Refuse.
+          Close();
+          co_return false;
+        }
+        boost::system::error_code ec;
+        co_await stream_.async_handshake(asio::ssl::stream_base::server,
+                                         asio::redirect_error(use_awaitable, ec));
+        if (ec) {
+          Close();
+          co_return false;
+        }
+        tls_active_ = true;
+      }
+      continue;
+    }
+    if (std::holds_alternative<wire::GssEncRequest>(*packet)) {
+      out_.SslResponse(false);  // 'N': GSSAPI encryption is not offered
+      if (!co_await Flush()) co_return false;
+      continue;
+    }
+    if (const auto* cancel = std::get_if<wire::CancelRequest>(&*packet)) {
+      std::shared_ptr<Session> target;
+      {
+        std::lock_guard lock(state_.sessions_mutex);
+        auto it = state_.sessions.find(CancelKey{cancel->process_id, cancel->secret_key});
+        if (it != state_.sessions.end()) target = it->second.lock();
+      }
+      if (target) {
+        asio::post(state_.blocking, [target] { target->CancelUpstream(); });
+      }
+      Close();  // the protocol sends no reply to a CancelRequest
+      co_return false;
+    }
+    startup = std::get<wire::StartupMessage>(std::move(*packet));
+    break;
+  }
+  decoder_.EndStartupPhase();
+  if (state_.tls && !tls_active_) {
+    co_await Fatal("28000", "dpgate requires an encrypted connection",
+                   "connect with sslmode=require");
+    co_return false;
+  }
+  const std::string* user = startup.Find("user");
+  if (user == nullptr || user->empty()) {
+    co_await Fatal("28000", "no PostgreSQL user name specified in startup packet");
+    co_return false;
+  }
+  const std::string* database = startup.Find("database");
+  if (database != nullptr && !database->empty() && *database != state_.upstream_database) {
+    co_await Fatal("3D000", "database \"" + *database + "\" does not exist",
+                   "dpgate serves the database \"" + state_.upstream_database + "\"");
+    co_return false;
+  }
+  if (!co_await Authenticate(*user)) co_return false;
+  analyst_ = *user;
+  rw_session_.user = analyst_;
+  epsilon_ = state_.config.query.epsilon;
+  delta_ = state_.config.query.delta;
+
+  auto upstream =
+      co_await UpstreamConnection::Connect(stream_.get_executor(), state_.config.upstream.dsn);
+  if (!upstream.ok()) {
+    spdlog::warn("session {} analyst={}: upstream unavailable ({})", peer_, analyst_,
+                 upstream.error().code);
+    co_await Fatal("08006", "the upstream database is unavailable; try again later");
+    co_return false;
+  }
+  upstream_ = std::move(*upstream);
+
+  // Startup parameters a client may set: an allow-list (DESIGN.md §2).
+  for (const auto& [name, value] : startup.parameters) {
+    static constexpr const char* kForwarded[] = {"application_name",   "client_encoding",
+                                                 "DateStyle",          "TimeZone",
+                                                 "extra_float_digits", "IntervalStyle"};
+    for (const char* allowed : kForwarded) {
+      if (name != allowed) continue;
+      // Values are sent as a quoted literal through set_config, never spliced.
+      std::string literal = "'";
+      for (char c : value) literal += (c == '\'') ? std::string("''") : std::string(1, c);
+      literal += "'";
+      auto r = co_await upstream_->Execute("SELECT pg_catalog.set_config('" + std::string(allowed) +
+                                           "', " + literal + ", false)");
+      if (!r.ok() || r->error.has_value()) {
+        co_await Fatal("22023", "invalid value for startup parameter \"" + name + "\"");
+        co_return false;
+      }
+    }
+  }
+  upstream_->TakeNotices();
+
+  out_.AuthenticationOk();
+  for (const char* p :
+       {"server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
+        "IntervalStyle", "integer_datetimes", "standard_conforming_strings", "application_name"}) {
+    out_.ParameterStatus(p, upstream_->ParameterStatus(p));
+  }
+  out_.ParameterStatus("is_superuser", "off");
+  out_.ParameterStatus("session_authorization", analyst_);
+  CancelKey key{};
+  RAND_bytes(reinterpret_cast<unsigned char*>(&key.pid), sizeof key.pid);
+  RAND_bytes(reinterpret_cast<unsigned char*>(&key.key), sizeof key.key);
+  key.pid &= 0x3fffffff;
+  {
+    std::lock_guard lock(state_.sessions_mutex);
+    state_.sessions[key] = weak_from_this();
+  }
+  cancel_key_ = key;
+  out_.BackendKeyData(key.pid, key.key);
+  out_.ReadyForQuery('I');
+  spdlog::info("session {} analyst={} connected tls={}", peer_, analyst_, tls_active_);
+  co_return co_await Flush();
+}
+
+awaitable<bool> Session::Authenticate(const std::string& user) {
+  const config::Analyst* analyst = state_.config.FindAnalyst(user);
+  if (state_.config.auth == config::AuthMode::kTrust) {
+    if (analyst == nullptr) {
+      co_await Fatal("28000", "role \"" + user + "\" is not an analyst in the dpgate config");
+      co_return false;
+    }
+    co_return true;
+  }
+  std::optional<ScramVerifier> verifier;
+  if (analyst != nullptr) {
+    auto v = ScramVerifier::Parse(analyst->scram);
+    if (v.ok()) verifier = *v;
+  }
+  ScramServerExchange exchange(verifier, user, state_.mock_secret);
+  out_.AuthenticationSasl({"SCRAM-SHA-256"});
+  if (!co_await Flush()) co_return false;
+  wire::Frame frame;
+  if (!co_await ReadFrame(&frame, state_.options.auth_timeout)) co_return false;
+  if (frame.type != 'p') {
+    co_await Fatal("08P01", "expected a SASL response");
+    co_return false;
+  }
+  auto initial = wire::ParseSaslInitialResponse(frame.body);
+  if (!initial.ok() || initial->mechanism != "SCRAM-SHA-256") {
+    co_await Fatal("28000", "SCRAM-SHA-256 authentication is required");
+    co_return false;
+  }
+  auto server_first = exchange.HandleClientFirst(initial->data);
+  if (!server_first.ok()) {
+    co_await Fatal(server_first.error().code, server_first.error().message);
+    co_return false;
+  }
+  out_.AuthenticationSaslContinue(*server_first);
+  if (!co_await Flush()) co_return false;
+  if (!co_await ReadFrame(&frame, state_.options.auth_timeout)) co_return false;
+  if (frame.type != 'p') {
+    co_await Fatal("08P01", "expected a SASL response");
+    co_return false;
+  }
+  auto server_final = exchange.HandleClientFinal(frame.body);
+  if (!server_final.ok()) {
+    spdlog::warn("session {}: authentication failed for \"{}\"", peer_, user);
+    co_await Fatal("28P01", "password authentication failed for user \"" + user + "\"");
+    co_return false;
+  }
+  out_.AuthenticationSaslFinal(*server_final);
+  co_return true;
+}
+
+void Session::SendTextRows(const std::vector<std::string>& columns,
+                           const std::vector<std::vector<std::optional<std::string>>>& rows,
+                           const std::string& tag) {
+  std::vector<wire::FieldDescription> fields;
+  for (const auto& c : columns) {
+    wire::FieldDescription f;
+    f.name = c;
+    fields.push_back(f);
+  }
+  out_.RowDescription(fields);
+  for (const auto& r : rows) out_.DataRow(r);
+  out_.CommandComplete(tag);
+}
+
+void Session::Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
+                    double delta, size_t rows,
+                    std::chrono::steady_clock::time_point started) const {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - started)
+                      .count();
+  // One structured line per statement. Never the SQL's values or any row:
+  // the fingerprint identifies the query shape (DESIGN.md §1, "logs").
+  spdlog::info(
+      "audit analyst={} class={} fingerprint={} dataset={} epsilon={} delta={} rows={} "
+      "duration_ms={} outcome={}",
+      analyst_, rewriter::ToString(st.statement_class), st.fingerprint_hex,
+      st.dataset.empty() ? "-" : st.dataset, epsilon, delta, rows, ms, outcome);
+}
+
+awaitable<void> Session::HandleQuery(const std::string& sql) {
+  const auto started = std::chrono::steady_clock::now();
+  auto classified = rewriter::Classify(sql, state_.config, rw_session_);
+  if (!classified.ok()) {
+    SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
+                             "the statement was not run; report it to the administrator"));
+    spdlog::error("session {} analyst={}: internal rewriter error", peer_, analyst_);
+    out_.ReadyForQuery(upstream_->TransactionStatus());
+    co_return;
+  }
+  if (classified->empty()) {
+    out_.EmptyQueryResponse();
+    out_.ReadyForQuery(upstream_->TransactionStatus());
+    co_return;
+  }
+  // A string with any refused statement is refused whole: nothing runs.
+  for (const auto& st : *classified) {
+    if (st.statement_class == rewriter::StatementClass::kRefused) {
+      wire::Diagnostic d =
+          MakeDiagnostic(st.reason.code.empty() ? "42501" : st.reason.code, st.reason.message);
+      SendError(d);
+      Audit(st, "refused", 0, 0, 0, started);
+      out_.ReadyForQuery(upstream_->TransactionStatus());
+      co_return;
+    }
+  }
+  for (const auto& st : *classified) {
+    if (!co_await HandleStatement(st)) break;
+  }
+  out_.ReadyForQuery(upstream_ && !upstream_->broken() ? upstream_->TransactionStatus() : 'I');
+}
+
+awaitable<bool> Session::Forward(const std::string& sql) {
+  auto outcome = co_await upstream_->Execute(sql);
+  for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
+  if (!outcome.ok()) {
+    SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+    co_return false;
+  }
+  if (outcome->error.has_value()) {
+    SendError(*outcome->error);
+    co_return false;
+  }
+  if (outcome->has_rows) {
+    out_.RowDescription(outcome->fields);
+    for (const auto& r : outcome->rows) out_.DataRow(r);
+  }
+  out_.CommandComplete(outcome->command_tag);
+  co_return true;
+}
+
+awaitable<bool> Session::HandleStatement(const rewriter::StatementResult& st) {
+  const auto started = std::chrono::steady_clock::now();
+  switch (st.statement_class) {
+    case rewriter::StatementClass::kPublic:
+    case rewriter::StatementClass::kCatalog: {
+      if (st.reads_size_catalog) {
+        // Masking of table-size statistics for private tables is not built
+        // yet: refuse rather than leak reltuples/relpages (DESIGN.md §2).
+        SendError(MakeDiagnostic(
+            "0A000",
+            "dpgate does not yet serve catalog queries that read table-size statistics "
+            "(pg_class.reltuples/relpages, pg_relation_size)",
+            "leave these columns out of the catalog query"));
+        Audit(st, "refused", 0, 0, 0, started);
+        co_return false;
+      }
+      const bool ok =
+          co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql);
+      Audit(st, ok ? "forwarded" : "upstream_error", 0, 0, 0, started);
+      co_return ok;
+    }
+    case rewriter::StatementClass::kSession: {
+      if (st.new_search_path.has_value()) {
+        // dpgate keeps the session's search_path itself and resolves names
+        // with it; the upstream's stays pinned (DESIGN.md §2).
+        rw_session_.search_path = *st.new_search_path;
+        out_.CommandComplete("SET");
+        Audit(st, "local", 0, 0, 0, started);
+        co_return true;
+      }
+      const bool ok =
+          co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql);
+      Audit(st, ok ? "forwarded" : "upstream_error", 0, 0, 0, started);
+      co_return ok;
+    }
+    case rewriter::StatementClass::kDpgateCommand:
+      co_return co_await RunDpgateCommand(st);
+    case rewriter::StatementClass::kPrivateAggregate:
+      co_return co_await RunPrivateAggregate(st);
+    case rewriter::StatementClass::kRefused:
+      SendError(MakeDiagnostic(st.reason.code, st.reason.message));
+      co_return false;
+  }
+  co_return false;
+}
+
+awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
+  const auto started = std::chrono::steady_clock::now();
+  using K = rewriter::DpgateCommandKind;
+  switch (st.command) {
+    case K::kSetEpsilon: {
+      const double v = st.command_value.value_or(-1);
+      if (!(v > 0) || v > state_.config.query.max_epsilon) {
+        SendError(MakeDiagnostic("22023",
+                                 "dp.epsilon must be greater than 0 and at most " +
+                                     FormatDouble(state_.config.query.max_epsilon),
+                                 "the maximum is query.max_epsilon in the dpgate config"));
+        co_return false;
+      }
+      epsilon_ = v;
+      out_.CommandComplete("SET");
+      break;
+    }
+    case K::kSetDelta: {
+      const double v = st.command_value.value_or(-1);
+      if (!(v >= 0) || !(v < 1)) {
+        SendError(MakeDiagnostic("22023", "dp.delta must be in [0, 1)"));
+        co_return false;
+      }
+      delta_ = v;
+      out_.CommandComplete("SET");
+      break;
+    }
+    case K::kResetEpsilon:
+      epsilon_ = state_.config.query.epsilon;
+      out_.CommandComplete("RESET");
+      break;
+    case K::kResetDelta:
+      delta_ = state_.config.query.delta;
+      out_.CommandComplete("RESET");
+      break;
+    case K::kShowEpsilon:
+      SendTextRows({"dp.epsilon"}, {{FormatDouble(epsilon_)}}, "SHOW");
+      break;
+    case K::kShowDelta:
+      SendTextRows({"dp.delta"}, {{FormatDouble(delta_)}}, "SHOW");
+      break;
+    case K::kShowBudget: {
+      using Budgets = Result<std::vector<accountant::BudgetState>>;
+      // Captures only `this`: GCC 12 mis-destroys non-trivial captures of a
+      // lambda temporary inside a co_await expression.
+      auto budgets = co_await OnBlockingPool<Budgets>(state_, [this]() -> Budgets {
+        std::lock_guard lock(state_.budget_ledger_mutex);
+        if (!state_.budget_ledger || state_.budget_ledger->broken()) {
+          accountant::LedgerOptions o;
+          o.dsn = state_.config.ledger.dsn;
+          o.schema = state_.config.ledger.schema;
+          o.migrate = false;
+          auto l = accountant::Ledger::Open(o);
+          if (!l.ok()) return l.error();
+          state_.budget_ledger = std::move(*l);
+        }
+        // The analyst's own budgets and every dataset's global budget.
+        accountant::BudgetFilter mine;
+        mine.analyst = analyst_;
+        return state_.budget_ledger->Budgets(mine);
+      });
+      if (!budgets.ok()) {
+        SendError(MakeDiagnostic("58000", "the privacy ledger is unavailable; try again later"));
+        co_return false;
+      }
+      std::vector<std::vector<std::optional<std::string>>> rows;
+      for (const auto& b : *budgets) {
+        rows.push_back({b.dataset, std::string(accountant::ToString(b.kind)), b.principal,
+                        b.period_label, FormatDouble(b.remaining_epsilon()),
+                        FormatDouble(b.remaining_delta()), FormatDouble(b.spent_epsilon),
+                        FormatDouble(b.granted_epsilon)});
+      }
+      SendTextRows({"dataset", "kind", "principal", "period", "remaining_epsilon",
+                    "remaining_delta", "spent_epsilon", "granted_epsilon"},
+                   rows, "SHOW");
+      break;
+    }
+    case K::kExplainDp: {
+      if (!st.plan.has_value()) {
+        SendError(MakeDiagnostic("0A000", "EXPLAIN (DP) needs a private aggregate"));
+        co_return false;
+      }
+      auto planned = PlanRelease(*st.plan, Budget());
+      if (!planned.ok()) {
+        SendError(MakeDiagnostic("22023", planned.error().message));
+        co_return false;
+      }
+      std::vector<std::vector<std::optional<std::string>>> rows;
+      auto add = [&rows](const std::string& s) { rows.push_back({s}); };
+      std::istringstream text(rewriter::ToText(st));
+      for (std::string line; std::getline(text, line);) add(line);
+      add("budget: epsilon=" + FormatDouble(planned->epsilon) +
+          " delta=" + FormatDouble(planned->delta) + " (nothing is spent by EXPLAIN)");
+      for (const auto& r : planned->receipts) {
+        std::string line = "column " + r.name + ": " + r.role + ", " + r.mechanism +
+                           ", epsilon=" + FormatDouble(r.epsilon) +
+                           ", scale=" + FormatDouble(r.noise_scale);
+        if (r.error_bound_95) line += ", 95% error bound ±" + FormatDouble(*r.error_bound_95);
+        if (!r.clamp.empty()) line += ", " + r.clamp;
+        add(line);
+      }
+      add("partition selection: " + planned->selection);
+      SendTextRows({"QUERY PLAN"}, rows, "EXPLAIN");
+      break;
+    }
+    case K::kNone:
+      SendError(MakeDiagnostic("0A000", "unknown dpgate command"));
+      co_return false;
+  }
+  Audit(st, "local", 0, 0, 0, started);
+  co_return true;
+}
+
+awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st) {
+  const auto started = std::chrono::steady_clock::now();
+  if (!st.plan.has_value()) {
+    SendError(MakeDiagnostic("XX000", "internal error: a private aggregate without a plan"));
+    co_return false;
+  }
+  const QueryBudget budget = Budget();
+  auto planned = PlanRelease(*st.plan, budget);
+  if (!planned.ok()) {
+    SendError(MakeDiagnostic("22023",
+                             "this query cannot be released with the current "
+                             "settings: " +
+                                 planned.error().message,
+                             "check SET dp.epsilon / dp.delta"));
+    Audit(st, "refused", 0, 0, 0, started);
+    co_return false;
+  }
+  const std::string cache_key = CacheKey(analyst_, st, budget);
+  const auto ttl = state_.config.query.cache_ttl;
+  if (ttl.count() > 0) {
+    std::optional<Released> hit;
+    {
+      std::lock_guard lock(state_.cache_mutex);
+      auto it = state_.cache.find(cache_key);
+      if (it != state_.cache.end()) {
+        if (std::chrono::steady_clock::now() - it->second.at < ttl) {
+          hit = it->second.released;
+        } else {
+          state_.cache.erase(it);
+        }
+      }
+    }
+    if (hit.has_value()) {
+      SendReleased(*hit);
+      out_.NoticeResponse(MakeDiagnostic(
+          "00000", "dpgate: cached answer (the same noisy rows as before), 0 charged", "NOTICE"));
+      Audit(st, "cached", 0, 0, hit->rows.size(), started);
+      co_return true;
+    }
+  }
+  // The charge is durable before anything runs upstream (DESIGN.md §1 step 3).
+  accountant::ChargeRequest request;
+  request.analyst = analyst_;
+  request.dataset = st.dataset;
+  request.epsilon = planned->epsilon;
+  request.delta = planned->delta;
+  request.fingerprint = st.fingerprint_hex;
+  request.original_sql = st.original_sql;
+  request.rewritten_sql = st.rewritten_sql;
+  auto receipt = co_await ChargeLedger(*state_.ledger, request);
+  if (!receipt.ok()) {
+    // accountant/ refuses an over-budget charge with "ledger.refused"; any
+    // other error means the ledger could not charge: fail closed either way.
+    const bool refused = receipt.error().code == "ledger.refused";
+    SendError(MakeDiagnostic(refused ? "53400" : "58000",
+                             refused ? receipt.error().message
+                                     : "the privacy ledger is unavailable, so nothing was run: " +
+                                           receipt.error().message));
+    Audit(st, refused ? "budget_refused" : "ledger_unavailable", 0, 0, 0, started);
+    co_return false;
+  }
+  auto outcome = co_await upstream_->Execute(st.rewritten_sql);
+  upstream_->TakeNotices();  // upstream notices may quote data: never relayed here
+  if (!outcome.ok() || outcome->error.has_value()) {
+    // The error text may carry a data value: the client gets a generic error,
+    // the audit log only the SQLSTATE, and the charge stands (DESIGN.md §2).
+    SendError(MakeDiagnostic("XX000",
+                             "the private query failed upstream; the charge of epsilon=" +
+                                 FormatDouble(planned->epsilon) + " stands",
+                             "ask the administrator to look up this query's fingerprint " +
+                                 st.fingerprint_hex + " in the audit log"));
+    Audit(st, "upstream_error:" + (outcome.ok() ? outcome->error->sqlstate : std::string("08006")),
+          planned->epsilon, planned->delta, 0, started);
+    co_return false;
+  }
+  UpstreamRows rows;
+  for (const auto& f : outcome->fields) {
+    rows.column_names.push_back(f.name);
+    rows.type_oids.push_back(f.type_oid);
+  }
+  rows.rows = std::move(outcome->rows);
+  auto released = ApplyReleasePlan(*st.plan, budget, rows, mechanisms::SecureRandom());
+  if (!released.ok()) {
+    SendError(MakeDiagnostic("XX000", "dpgate could not release this result; the charge stands"));
+    Audit(st, "release_error", planned->epsilon, planned->delta, 0, started);
+    co_return false;
+  }
+  if (ttl.count() > 0) {
+    std::lock_guard lock(state_.cache_mutex);
+    const auto now = std::chrono::steady_clock::now();
+    // Bounded memory: drop expired answers, then arbitrary ones, past the cap.
+    // Dropping an entry only means a later identical query is charged again.
+    if (state_.cache.size() >= ServerState::kCacheCapacity) {
+      std::erase_if(state_.cache, [&](const auto& e) { return now - e.second.at >= ttl; });
+      while (state_.cache.size() >= ServerState::kCacheCapacity)
+        state_.cache.erase(state_.cache.begin());
+    }
+    state_.cache[cache_key] = ServerState::CachedRelease{*released, now};
+  }
+  SendReleased(*released);
+  // The privacy receipt: data-independent facts only (never how many groups
+  // were suppressed).
+  std::ostringstream n;
+  n << "dpgate: charged epsilon=" << FormatDouble(planned->epsilon)
+    << " delta=" << FormatDouble(planned->delta) << "; remaining: analyst " << analyst_
+    << " epsilon=" << FormatDouble(receipt->analyst.remaining_epsilon()) << ", dataset "
+    << st.dataset << " epsilon=" << FormatDouble(receipt->dataset.remaining_epsilon());
+  for (const auto& c : released->receipts) {
+    n << "; " << c.name << ": " << c.mechanism << " scale " << FormatDouble(c.noise_scale);
+    if (c.error_bound_95) n << " (95% within ±" << FormatDouble(*c.error_bound_95) << ")";
+    if (!c.clamp.empty()) n << ", " << c.clamp;
+  }
+  n << "; partition selection: " << released->selection;
+  wire::Diagnostic notice = MakeDiagnostic("00000", n.str(), "NOTICE");
+  out_.NoticeResponse(notice);
+  Audit(st, "released", planned->epsilon, planned->delta, released->rows.size(), started);
+  co_return true;
+}
+
+awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
+  while (true) {
+    boost::system::error_code ec;
+    tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (!acceptor.is_open()) co_return;
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto session = std::make_shared<Session>(state, std::move(socket));
+    asio::co_spawn(
+        acceptor.get_executor(), [session]() -> awaitable<void> { co_await session->Run(); },
+        asio::detached);
+  }
+}
+
+std::string UpstreamDatabase(const std::string& dsn) {
+  std::string db;
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(dsn.c_str(), &err);
+  if (err != nullptr) PQfreemem(err);
+  if (opts == nullptr) return db;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (std::string(o->keyword) == "dbname" && o->val != nullptr) db = o->val;
+  }
+  PQconninfoFree(opts);
+  return db;
+}
+
+}  // namespace
+
+Status RunServer(const config::Config& config, const ServerOptions& options) {
+  asio::io_context io;
+  ServerState state(config, options, io);
+  state.upstream_database = UpstreamDatabase(config.upstream.dsn);
+  unsigned char secret[32];
+  RAND_bytes(secret, sizeof secret);
+  state.mock_secret.assign(reinterpret_cast<char*>(secret), sizeof secret);
+
+  if (config.tls.has_value()) {
+    state.tls.emplace(asio::ssl::context::tls_server);
+    boost::system::error_code ec;
+    state.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                           asio::ssl::context::no_tlsv1_1);
+    state.tls->use_certificate_chain_file(config.tls->cert, ec);
+    if (ec) return MakeError("config", "tls.cert " + config.tls->cert + ": " + ec.message());
+    state.tls->use_private_key_file(config.tls->key, asio::ssl::context::pem, ec);
+    if (ec) return MakeError("config", "tls.key " + config.tls->key + ": " + ec.message());
+  }
+
+  // The ledger first: fail closed at start if it cannot be reached/migrated.
+  auto migrated = accountant::MigrateLedger(config.ledger.dsn, config.ledger.schema);
+  if (!migrated.ok()) return MakeError("ledger", "ledger: " + migrated.message());
+  {
+    accountant::LedgerOptions o;
+    o.dsn = config.ledger.dsn;
+    o.schema = config.ledger.schema;
+    auto l = accountant::Ledger::Open(o);
+    if (!l.ok()) return MakeError("ledger", "ledger: " + l.error().message);
+    if (auto st = (*l)->SyncBudgets(config); !st.ok()) {
+      return MakeError("ledger", "ledger: syncing budgets: " + st.message());
+    }
+    state.budget_ledger = std::move(*l);
+  }
+  accountant::AsyncLedgerOptions lo;
+  lo.ledger.dsn = config.ledger.dsn;
+  lo.ledger.schema = config.ledger.schema;
+  lo.ledger.migrate = false;
+  lo.workers = options.ledger_workers;
+  auto ledger = accountant::AsyncLedger::Start(lo);
+  if (!ledger.ok()) return MakeError("ledger", "ledger: " + ledger.error().message);
+  state.ledger = std::move(*ledger);
+
+  tcp::acceptor acceptor(io);
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(
+      config.listen.host == "localhost" ? "127.0.0.1" : config.listen.host, ec);
+  if (ec) return MakeError("config", "listen.host " + config.listen.host + ": " + ec.message());
+  tcp::endpoint endpoint(address, config.listen.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return MakeError("listen", "cannot listen on " + config.listen.host + ":" +
+                                   std::to_string(config.listen.port) + ": " + ec.message());
+  }
+  spdlog::info("dpgate listening on {}:{} (tls={}, auth={})", config.listen.host,
+               acceptor.local_endpoint().port(), config.tls.has_value(),
+               config::ToString(config.auth));
+  if (options.on_listening) options.on_listening(acceptor.local_endpoint().port());
+
+  asio::co_spawn(io, AcceptLoop(state, acceptor), asio::detached);
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  asio::steady_timer grace(io);
+  signals.async_wait([&](boost::system::error_code, int sig) {
+    spdlog::info("signal {}: no new connections; finishing statements in flight", sig);
+    state.draining = true;
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    {
+      std::lock_guard lock(state.sessions_mutex);
+      for (auto& [key, weak] : state.sessions) {
+        if (auto s = weak.lock()) asio::post(io, [s] { s->CloseIfIdle(); });
+      }
+    }
+    grace.expires_after(options.shutdown_grace);
+    grace.async_wait([&](boost::system::error_code e) {
+      if (!e) io.stop();
+    });
+    // Poll until every session has ended, then stop.
+    auto poll = std::make_shared<std::function<void()>>();
+    auto timer = std::make_shared<asio::steady_timer>(io);
+    *poll = [&, poll, timer] {
+      if (state.connections.load() == 0) {
+        io.stop();
+        return;
+      }
+      timer->expires_after(std::chrono::milliseconds(50));
+      timer->async_wait([poll](boost::system::error_code e) {
+        if (!e) (*poll)();
+      });
+    };
+    (*poll)();
+  });
+
+  const int threads = options.io_threads > 0
+                          ? options.io_threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : pool) t.join();
+  state.ledger->Shutdown(true);
+  state.blocking.join();
+  spdlog::info("dpgate stopped");
+  return Status::Ok();
+}
+
+}  // namespace dpgate::proxy

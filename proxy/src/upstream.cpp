@@ -1,0 +1,239 @@
+#include "upstream.h"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <cstdlib>
+
+namespace dpgate::proxy {
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+
+std::string Field(const PGresult* r, int code) {
+  const char* v = PQresultErrorField(r, code);
+  return v != nullptr ? v : "";
+}
+
+wire::Diagnostic DiagnosticFrom(const PGresult* r) {
+  wire::Diagnostic d;
+  d.severity = Field(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (d.severity.empty()) d.severity = Field(r, PG_DIAG_SEVERITY);
+  if (d.severity.empty()) d.severity = "ERROR";
+  d.sqlstate = Field(r, PG_DIAG_SQLSTATE);
+  if (d.sqlstate.empty()) d.sqlstate = "XX000";
+  d.message = Field(r, PG_DIAG_MESSAGE_PRIMARY);
+  d.detail = Field(r, PG_DIAG_MESSAGE_DETAIL);
+  d.hint = Field(r, PG_DIAG_MESSAGE_HINT);
+  const std::string pos = Field(r, PG_DIAG_STATEMENT_POSITION);
+  d.position = pos.empty() ? 0 : std::atoi(pos.c_str());
+  return d;
+}
+
+void CollectNotice(void* arg, const PGresult* r) {
+  static_cast<std::vector<wire::Diagnostic>*>(arg)->push_back(DiagnosticFrom(r));
+}
+
+std::string ConnectionError(PGconn* conn) {
+  std::string m = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+}  // namespace
+
+UpstreamConnection::UpstreamConnection(asio::any_io_executor executor, PGconn* conn)
+    : executor_(std::move(executor)), conn_(conn) {
+  PQsetNoticeReceiver(conn_, CollectNotice, &notices_);
+}
+
+UpstreamConnection::~UpstreamConnection() {
+  // libpq owns the socket: detach Asio's descriptor before PQfinish closes it.
+  if (socket_) socket_->release();
+  PQfinish(conn_);
+}
+
+Status UpstreamConnection::AdoptSocket() {
+  const int fd = PQsocket(conn_);
+  if (fd < 0) return MakeError("08006", "upstream connection has no socket");
+  if (fd == socket_fd_ && socket_) return Status::Ok();
+  // libpq may switch sockets while connecting (another host, SSL retry).
+  if (socket_) socket_->release();
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(executor_, fd);
+  socket_fd_ = fd;
+  return Status::Ok();
+}
+
+asio::awaitable<Status> UpstreamConnection::Wait(bool for_write) {
+  if (auto st = AdoptSocket(); !st.ok()) co_return st;
+  boost::system::error_code ec;
+  co_await socket_->async_wait(for_write ? asio::posix::stream_descriptor::wait_write
+                                         : asio::posix::stream_descriptor::wait_read,
+                               asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return MakeError("08006", "upstream wait failed: " + ec.message());
+  co_return Status::Ok();
+}
+
+asio::awaitable<Result<std::unique_ptr<UpstreamConnection>>> UpstreamConnection::Connect(
+    asio::any_io_executor executor, const std::string& dsn) {
+  PGconn* raw = PQconnectStart(dsn.c_str());
+  if (raw == nullptr) co_return MakeError("08006", "upstream: out of memory");
+  std::unique_ptr<UpstreamConnection> conn(new UpstreamConnection(executor, raw));
+  if (PQstatus(raw) == CONNECTION_BAD) {
+    co_return MakeError("08006", "upstream connection failed: " + ConnectionError(raw));
+  }
+  // A deadline for the whole handshake: a server that accepts and then says
+  // nothing must not hold the client forever.
+  asio::steady_timer deadline(executor, kConnectTimeout);
+  bool timed_out = false;
+  UpstreamConnection* self = conn.get();
+  deadline.async_wait([self, &timed_out](boost::system::error_code ec) {
+    if (ec) return;
+    timed_out = true;
+    if (self->socket_) self->socket_->cancel();
+  });
+  PostgresPollingStatusType poll = PGRES_POLLING_WRITING;
+  while (true) {
+    if (poll == PGRES_POLLING_OK) break;
+    if (poll == PGRES_POLLING_FAILED) {
+      deadline.cancel();
+      co_return MakeError("08006", "upstream connection failed: " + ConnectionError(raw));
+    }
+    Status st = co_await conn->Wait(poll == PGRES_POLLING_WRITING);
+    if (!st.ok() || timed_out) {
+      deadline.cancel();
+      co_return MakeError("08006", timed_out ? "upstream connection timed out" : st.message());
+    }
+    poll = PQconnectPoll(raw);
+  }
+  deadline.cancel();
+  if (PQsetnonblocking(raw, 1) != 0) {
+    co_return MakeError("08006", "upstream: cannot switch to non-blocking mode");
+  }
+  // Every upstream transaction is read-only whatever a client sends
+  // (DESIGN.md §1: a pooled, read-only upstream connection). The search_path
+  // is pinned to pg_catalog alone: dpgate schema-qualifies every relation it
+  // forwards, so the path only decides which *functions, types and
+  // operators* an unqualified name means, and that must never be a
+  // user-defined one from a writable schema (docs/PROXY.md §1).
+  auto pin = co_await conn->Execute(
+      "SET default_transaction_read_only = on; SET search_path = pg_catalog");
+  if (!pin.ok()) co_return pin.error();
+  if (pin->error.has_value()) {
+    co_return MakeError("08006", "upstream refused the session settings: " + pin->error->message);
+  }
+  conn->TakeNotices();
+  co_return std::move(conn);
+}
+
+asio::awaitable<Result<StatementOutcome>> UpstreamConnection::Execute(const std::string& sql) {
+  if (PQsendQuery(conn_, sql.c_str()) != 1) {
+    co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+  }
+  while (true) {
+    const int f = PQflush(conn_);
+    if (f == 0) break;
+    if (f < 0) co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+    Status st = co_await Wait(true);
+    if (!st.ok()) co_return st.error();
+  }
+  StatementOutcome out;
+  while (true) {
+    while (PQisBusy(conn_) != 0) {
+      Status st = co_await Wait(false);
+      if (!st.ok()) co_return st.error();
+      if (PQconsumeInput(conn_) != 1) {
+        co_return MakeError("08006", "upstream connection lost: " + ConnectionError(conn_));
+      }
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) break;
+    const ExecStatusType status = PQresultStatus(r);
+    if (status == PGRES_FATAL_ERROR || status == PGRES_NONFATAL_ERROR) {
+      if (!out.error.has_value()) out.error = DiagnosticFrom(r);
+    } else if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH) {
+      // The rewriter refuses COPY; if one still got here, end it and fail.
+      PQclear(r);
+      co_return MakeError("08006", "upstream entered COPY mode, which dpgate does not relay");
+    } else if (!out.error.has_value()) {
+      out.command_tag = PQcmdStatus(r);
+      if (status == PGRES_TUPLES_OK) {
+        out.has_rows = true;
+        out.fields.clear();
+        out.rows.clear();
+        const int nf = PQnfields(r);
+        for (int i = 0; i < nf; ++i) {
+          wire::FieldDescription f;
+          f.name = PQfname(r, i);
+          f.table_oid = static_cast<int32_t>(PQftable(r, i));
+          f.column_attr = static_cast<int16_t>(PQftablecol(r, i));
+          f.type_oid = static_cast<int32_t>(PQftype(r, i));
+          f.type_size = static_cast<int16_t>(PQfsize(r, i));
+          f.type_modifier = PQfmod(r, i);
+          out.fields.push_back(std::move(f));
+        }
+        const int nr = PQntuples(r);
+        out.rows.reserve(static_cast<size_t>(nr));
+        for (int row = 0; row < nr; ++row) {
+          std::vector<std::optional<std::string>> values;
+          values.reserve(static_cast<size_t>(nf));
+          for (int i = 0; i < nf; ++i) {
+            if (PQgetisnull(r, row, i) != 0) {
+              values.emplace_back(std::nullopt);
+            } else {
+              values.emplace_back(
+                  std::string(PQgetvalue(r, row, i), static_cast<size_t>(PQgetlength(r, row, i))));
+            }
+          }
+          out.rows.push_back(std::move(values));
+        }
+      }
+    }
+    PQclear(r);
+  }
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    co_return MakeError("08006", "upstream connection lost: " + ConnectionError(conn_));
+  }
+  co_return out;
+}
+
+char UpstreamConnection::TransactionStatus() const {
+  switch (PQtransactionStatus(conn_)) {
+    case PQTRANS_INTRANS:
+      return 'T';
+    case PQTRANS_INERROR:
+      return 'E';
+    default:
+      return 'I';
+  }
+}
+
+bool UpstreamConnection::broken() const {
+  return PQstatus(conn_) == CONNECTION_BAD;
+}
+
+std::string UpstreamConnection::ParameterStatus(const char* name) const {
+  const char* v = PQparameterStatus(conn_, name);
+  return v != nullptr ? v : "";
+}
+
+int UpstreamConnection::backend_pid() const {
+  return PQbackendPID(conn_);
+}
+
+void UpstreamConnection::CancelRunning() {
+  PGcancel* c = PQgetCancel(conn_);
+  if (c == nullptr) return;
+  char err[256];
+  PQcancel(c, err, sizeof err);
+  PQfreeCancel(c);
+}
+
+std::vector<wire::Diagnostic> UpstreamConnection::TakeNotices() {
+  return std::exchange(notices_, {});
+}
+
+}  // namespace dpgate::proxy

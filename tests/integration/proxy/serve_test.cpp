@@ -1,0 +1,266 @@
+// dpgate serve end to end: a real PostgreSQL 15, the real dpgate binary, real
+// libpq clients (libpqxx) and psql. Crafted data with known truth.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+#include <pqxx/pqxx>
+#include <string>
+
+#include "serve_fixture.h"
+
+using dpgate::testing::CreateTestDatabase;
+using dpgate::testing::DpgateProcess;
+using dpgate::testing::ExecSql;
+using dpgate::testing::FreePort;
+using dpgate::testing::RequireTestPg;
+using dpgate::testing::RunCommand;
+
+using dpgate::testing::kAlicePassword;
+using dpgate::testing::kBobPassword;
+using dpgate::testing::kPeople;
+using dpgate::testing::ServeFixture;
+
+TEST_CASE("a noisy global count is near the truth and charges the budget once") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  tx.exec("SET dp.epsilon = 1");
+  const auto before = tx.exec(
+      "SHOW dp.budget");  // columns: dataset, kind, principal, period, remaining_epsilon, ...
+  double remaining_before = -1;
+  for (const auto& row : before) {
+    if (row[1].as<std::string>() == "analyst") remaining_before = row[4].as<double>();
+  }
+  REQUIRE(remaining_before == Approx(100));
+  const auto r = tx.exec1("SELECT count(*) FROM people");
+  // One quantity, ε = 1, sensitivity c·k = 1: discrete Laplace with scale 1.
+  // P(|noise| > 20) = 2·e^{-20}/(1+e^{-1}) < 1e-8.
+  CHECK(std::abs(r[0].as<long>() - kPeople) <= 20);
+  const auto after = tx.exec("SHOW dp.budget");
+  double remaining_after = -1;
+  for (const auto& row : after) {
+    if (row[1].as<std::string>() == "analyst") remaining_after = row[4].as<double>();
+  }
+  CHECK(remaining_after == Approx(99));
+}
+
+TEST_CASE("GROUP BY releases noisy groups and suppresses a one-person group") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  tx.exec("SET dp.epsilon = 2");
+  // A tiny δ makes the one-unit group's release probability at most ~1e-9.
+  tx.exec("SET dp.delta = 1e-9");
+  const auto rows =
+      tx.exec("SELECT grp, count(*) AS n, avg(score) AS mean FROM people GROUP BY grp");
+  bool saw_a = false;
+  bool saw_b = false;
+  for (const auto& row : rows) {
+    const auto grp = row[0].as<std::string>();
+    CHECK(grp != "rare");
+    const long n = row[1].as<long>();
+    const double mean = row[2].as<double>();
+    // Each noise term: ε = 2/3 per quantity (half to selection: see
+    // docs/PRIVACY.md); a ±200 band on counts of thousands and ±5 on a mean
+    // of ~50 over thousands of units hold with probability far above 1-1e-6.
+    if (grp == "a") {
+      saw_a = true;
+      CHECK(std::abs(n - 6000) <= 200);
+    } else if (grp == "b") {
+      saw_b = true;
+      CHECK(std::abs(n - 3999) <= 200);
+    }
+    CHECK(std::abs(mean - 49.62) <= 5);
+  }
+  CHECK(saw_a);
+  CHECK(saw_b);
+  CHECK(rows.columns() == 3);
+  CHECK(std::string(rows.column_name(1)) == "n");
+}
+
+TEST_CASE("raw rows of a private table are refused, public tables pass through") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  {
+    pqxx::nontransaction tx(c);
+    CHECK_THROWS_WITH(tx.exec("SELECT * FROM people"), Catch::Contains("people"));
+  }
+  pqxx::nontransaction tx(c);
+  const auto lookup = tx.exec("SELECT code, label FROM lookup ORDER BY code");
+  REQUIRE(lookup.size() == 2);
+  CHECK(lookup[0][1].as<std::string>() == "Group A");
+  // DML never reaches the warehouse.
+  CHECK_THROWS(tx.exec("DELETE FROM lookup"));
+  CHECK(tx.exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
+}
+
+TEST_CASE("an exhausted budget refuses the query with the remaining budget") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("bob", kBobPassword));
+  pqxx::nontransaction tx(c);
+  tx.exec1("SELECT count(*) FROM people");  // 0.5 of bob's 0.6
+  try {
+    // A different query (the same one would be answered from the cache).
+    tx.exec1("SELECT count(*) FROM people WHERE score > 10");
+    FAIL("the second query should have been refused");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(std::string(e.sqlstate()) == "53400");
+    CHECK(std::string(e.what()).find("bob") != std::string::npos);
+  }
+}
+
+TEST_CASE("wrong passwords and unknown users are refused and the server stays up") {
+  ServeFixture f;
+  CHECK_THROWS_AS(pqxx::connection(f.Dsn("alice", "wrong")), pqxx::broken_connection);
+  CHECK_THROWS_AS(pqxx::connection(f.Dsn("mallory", "whatever")), pqxx::broken_connection);
+  // Garbage bytes instead of a startup packet close that connection only.
+  std::string out;
+  RunCommand("printf 'GARBAGE-NOT-POSTGRES' | timeout 5 bash -c 'cat > /dev/tcp/127.0.0.1/" +
+                 std::to_string(f.port) + "'",
+             &out);
+  CHECK(f.dpgate->running());
+  pqxx::connection ok(f.Dsn("alice", kAlicePassword));
+  CHECK(pqxx::nontransaction(ok).exec1("SELECT 1")[0].as<int>() == 1);
+}
+
+TEST_CASE("psql gets a privacy receipt, and no raw aggregate reaches the log") {
+  ServeFixture f;
+  std::string out;
+  const std::string cmd = "PGPASSWORD=" + std::string(kAlicePassword) +
+                          " psql -X -v ON_ERROR_STOP=1 \"" + f.Dsn("alice", kAlicePassword) +
+                          "\" -c 'SELECT sum(score) AS total, count(*) FROM people' 2>&1";
+  REQUIRE(RunCommand(cmd, &out) == 0);
+  CHECK(out.find("NOTICE:  dpgate: charged epsilon=0.5") != std::string::npos);
+  CHECK(out.find("partition selection") != std::string::npos);
+  f.dpgate->Stop();
+  const std::string log = f.dpgate->Log();
+  CHECK(log.find("audit analyst=alice class=private_aggregate") != std::string::npos);
+  // The true sum and count never appear in the log, nor the passwords.
+  char truth[64];
+  std::snprintf(truth, sizeof truth, "%.2f", f.TrueScoreSum());
+  CHECK(log.find(truth) == std::string::npos);
+  CHECK(log.find("10000") == std::string::npos);
+  CHECK(log.find(kAlicePassword) == std::string::npos);
+  CHECK(log.find("reader-pw") == std::string::npos);
+}
+
+TEST_CASE("with tls configured, clients must encrypt, and real TLS works") {
+  char tmpl[] = "/tmp/dpgate-tls-test.XXXXXX";
+  const std::string certs = ::mkdtemp(tmpl);
+  std::string out;
+  REQUIRE(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                     "-keyout " +
+                         certs + "/server.key -out " + certs + "/server.crt",
+                     &out) == 0);
+  {
+    ServeFixture f("tls: { cert: " + certs + "/server.crt, key: " + certs + "/server.key }\n");
+    std::string dsn = f.Dsn("alice", kAlicePassword);
+    // Without TLS: refused with a clear reason.
+    try {
+      pqxx::connection plain(dsn);
+      FAIL("a plaintext connection was accepted");
+    } catch (const pqxx::broken_connection& e) {
+      CHECK(std::string(e.what()).find("encrypted connection") != std::string::npos);
+    }
+    // With TLS: works, and the session really is encrypted.
+    dsn.replace(dsn.find("sslmode=disable"), 15, "sslmode=require");
+    PGconn* tls = PQconnectdb(dsn.c_str());
+    REQUIRE(PQstatus(tls) == CONNECTION_OK);
+    CHECK(PQsslInUse(tls) == 1);
+    PGresult* r = PQexec(tls, "SELECT count(*) FROM lookup");
+    REQUIRE(PQresultStatus(r) == PGRES_TUPLES_OK);
+    CHECK(std::string(PQgetvalue(r, 0, 0)) == "2");
+    PQclear(r);
+    PQfinish(tls);
+  }
+  RunCommand("rm -rf " + certs, &out);
+}
+
+TEST_CASE("SIGTERM stops accepting and exits cleanly") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  CHECK(pqxx::nontransaction(c).exec1("SELECT 1")[0].as<int>() == 1);
+  CHECK(f.dpgate->Stop() == 0);
+  CHECK_THROWS_AS(pqxx::connection(f.Dsn("alice", kAlicePassword)), pqxx::broken_connection);
+}
+
+TEST_CASE("a repeated query returns the same noisy answer and is charged once") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  auto remaining = [&] {
+    for (const auto& row : tx.exec("SHOW dp.budget")) {
+      if (row[1].as<std::string>() == "analyst") return row[4].as<double>();
+    }
+    return -1.0;
+  };
+  const auto first = tx.exec("SELECT grp, count(*) FROM people GROUP BY grp ORDER BY grp");
+  const double after_first = remaining();
+  const auto second = tx.exec("SELECT grp, count(*) FROM people GROUP BY grp ORDER BY grp");
+  CHECK(remaining() == Approx(after_first));
+  CHECK(after_first == Approx(99.5));
+  REQUIRE(first.size() == second.size());
+  for (size_t i = 0; i < first.size(); ++i) {
+    CHECK(first[i][0].as<std::string>() == second[i][0].as<std::string>());
+    CHECK(first[i][1].as<long>() == second[i][1].as<long>());
+  }
+  // A different constant is a different query: charged again.
+  tx.exec("SELECT grp, count(*) FROM people WHERE score > 1 GROUP BY grp");
+  CHECK(remaining() == Approx(99.0));
+}
+
+namespace {
+// Connects to 127.0.0.1:port, sends `bytes`, and returns what the server
+// answers before closing (bounded by a 10 s receive timeout).
+std::string RawExchange(int port, const std::string& bytes) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("an oversized startup packet gets a protocol error and the server stays up") {
+  ServeFixture f;
+  // Length word 100,000,000: refused before any body is read or allocated.
+  const std::string reply = RawExchange(f.port, std::string("\x05\xf5\xe1\x00", 4));
+  REQUIRE_FALSE(reply.empty());
+  CHECK(reply[0] == 'E');
+  CHECK(reply.find("08P01") != std::string::npos);
+  CHECK(reply.find("exceeds the limit") != std::string::npos);
+  CHECK(f.dpgate->running());
+  pqxx::connection ok(f.Dsn("alice", kAlicePassword));
+  CHECK(pqxx::nontransaction(ok).exec1("SELECT 1")[0].as<int>() == 1);
+}
+
+TEST_CASE("clients that vanish mid-query do not take the server down") {
+  ServeFixture f;
+  for (int i = 0; i < 20; ++i) {
+    PGconn* c = PQconnectdb(f.Dsn("alice", kAlicePassword).c_str());
+    REQUIRE(PQstatus(c) == CONNECTION_OK);
+    const char* q = i % 2 == 0 ? "SELECT code FROM lookup, pg_catalog.generate_series(1, 200000)"
+                               : "SELECT grp, count(*) FROM people GROUP BY grp";
+    REQUIRE(PQsendQuery(c, q) == 1);
+    PQfinish(c);  // gone before the answer
+  }
+  CHECK(f.dpgate->running());
+  pqxx::connection ok(f.Dsn("alice", kAlicePassword));
+  CHECK(pqxx::nontransaction(ok).exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
+}
