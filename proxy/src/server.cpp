@@ -13,6 +13,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -27,6 +28,7 @@
 #include "dpgate/mechanisms/random_source.h"
 #include "dpgate/proxy/release.h"
 #include "dpgate/proxy/scram.h"
+#include "dpgate/rewriter/plan_cache.h"
 #include "dpgate/rewriter/rewriter.h"
 #include "upstream.h"
 
@@ -50,10 +52,14 @@ class Session;
 
 struct ServerState {
   ServerState(const config::Config& c, const ServerOptions& o, asio::io_context& i)
-      : config(c), options(o), io(i) {}
+      : config(c), options(o), io(i), plans(c) {}
   const config::Config& config;
   const ServerOptions& options;
   asio::io_context& io;
+  // Classification results by exact query text and session context, so a
+  // dashboard's repeated statement is not parsed and rewritten again
+  // (docs/REWRITER.md §13).
+  rewriter::PlanCache plans;
   std::optional<asio::ssl::context> tls;
   // Streams need a context even when TLS is off; this one never handshakes.
   asio::ssl::context plain{asio::ssl::context::tls_server};
@@ -168,8 +174,17 @@ class Session : public std::enable_shared_from_this<Session> {
         decoder_(state.options.limits) {}
 
   awaitable<void> Run();
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+  // Runs on the session's strand; the blocking cancel runs on the pool.
   void CancelUpstream() {
-    if (upstream_) upstream_->CancelRunning();
+    if (!upstream_) return;
+    PGcancel* cancel = upstream_->MakeCancel();
+    if (cancel == nullptr) return;
+    asio::post(state_.blocking, [cancel] {
+      char err[256];
+      PQcancel(cancel, err, sizeof err);
+      PQfreeCancel(cancel);
+    });
   }
   void CloseIfIdle() {
     if (!busy_) Close();
@@ -193,6 +208,8 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<bool> Startup();
   awaitable<bool> Authenticate(const std::string& user);
   awaitable<void> HandleQuery(const std::string& sql);
+  awaitable<Status> ConnectUpstream();
+  awaitable<bool> EnsureUpstream();
   awaitable<bool> HandleStatement(const rewriter::StatementResult& st);
   awaitable<bool> Forward(const std::string& sql);
   awaitable<bool> RunPrivateAggregate(const rewriter::StatementResult& st);
@@ -238,6 +255,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false;
   std::optional<CancelKey> cancel_key_;
   std::string peer_;
+  // Allowed startup parameters, re-applied when the upstream is reconnected.
+  std::vector<std::pair<std::string, std::string>> session_parameters_;
 };
 
 awaitable<bool> Session::Flush() {
@@ -394,7 +413,7 @@ awaitable<bool> Session::Startup() {
         if (it != state_.sessions.end()) target = it->second.lock();
       }
       if (target) {
-        asio::post(state_.blocking, [target] { target->CancelUpstream(); });
+        asio::post(target->executor(), [target] { target->CancelUpstream(); });
       }
       Close();  // the protocol sends no reply to a CancelRequest
       co_return false;
@@ -425,34 +444,19 @@ awaitable<bool> Session::Startup() {
   epsilon_ = state_.config.query.epsilon;
   delta_ = state_.config.query.delta;
 
-  auto upstream =
-      co_await UpstreamConnection::Connect(stream_.get_executor(), state_.config.upstream.dsn);
-  if (!upstream.ok()) {
-    spdlog::warn("session {} analyst={}: upstream unavailable ({})", peer_, analyst_,
-                 upstream.error().code);
-    co_await Fatal("08006", "the upstream database is unavailable; try again later");
-    co_return false;
-  }
-  upstream_ = std::move(*upstream);
-
   // Startup parameters a client may set: an allow-list (DESIGN.md §2).
+  static constexpr const char* kForwarded[] = {"application_name",   "client_encoding",
+                                               "DateStyle",          "TimeZone",
+                                               "extra_float_digits", "IntervalStyle"};
   for (const auto& [name, value] : startup.parameters) {
-    static constexpr const char* kForwarded[] = {"application_name",   "client_encoding",
-                                                 "DateStyle",          "TimeZone",
-                                                 "extra_float_digits", "IntervalStyle"};
     for (const char* allowed : kForwarded) {
-      if (name != allowed) continue;
-      // Values are sent as a quoted literal through set_config, never spliced.
-      std::string literal = "'";
-      for (char c : value) literal += (c == '\'') ? std::string("''") : std::string(1, c);
-      literal += "'";
-      auto r = co_await upstream_->Execute("SELECT pg_catalog.set_config('" + std::string(allowed) +
-                                           "', " + literal + ", false)");
-      if (!r.ok() || r->error.has_value()) {
-        co_await Fatal("22023", "invalid value for startup parameter \"" + name + "\"");
-        co_return false;
-      }
+      if (name == allowed) session_parameters_.emplace_back(name, value);
     }
+  }
+  Status connected = co_await ConnectUpstream();
+  if (!connected.ok()) {
+    co_await Fatal(connected.error().code, connected.error().message);
+    co_return false;
   }
   upstream_->TakeNotices();
 
@@ -558,16 +562,55 @@ void Session::Audit(const rewriter::StatementResult& st, const std::string& outc
       st.dataset.empty() ? "-" : st.dataset, epsilon, delta, rows, ms, outcome);
 }
 
+awaitable<Status> Session::ConnectUpstream() {
+  auto upstream =
+      co_await UpstreamConnection::Connect(stream_.get_executor(), state_.config.upstream.dsn);
+  if (!upstream.ok()) {
+    spdlog::warn("session {} analyst={}: upstream unavailable ({})", peer_, analyst_,
+                 upstream.error().code);
+    co_return MakeError("08006", "the upstream database is unavailable; try again later");
+  }
+  for (const auto& [name, value] : session_parameters_) {
+    // The value goes in as a quoted literal through set_config, never spliced.
+    std::string literal = "'";
+    for (char c : value) literal += (c == '\'') ? std::string("''") : std::string(1, c);
+    literal += "'";
+    auto r = co_await (*upstream)->Execute("SELECT pg_catalog.set_config('" + name + "', " +
+                                           literal + ", false)");
+    if (!r.ok() || r->error.has_value()) {
+      co_return MakeError("22023", "invalid value for startup parameter \"" + name + "\"");
+    }
+  }
+  (*upstream)->TakeNotices();
+  upstream_ = std::move(*upstream);
+  co_return Status::Ok();
+}
+
+// An upstream that broke (restart, terminated backend) is replaced before the
+// next statement: the client saw an error for the statement that was running,
+// and the session goes on once the upstream is back.
+awaitable<bool> Session::EnsureUpstream() {
+  if (upstream_ && !upstream_->broken()) co_return true;
+  Status st = co_await ConnectUpstream();
+  if (!st.ok()) {
+    SendError(MakeDiagnostic(st.error().code, st.error().message));
+    co_return false;
+  }
+  spdlog::info("session {} analyst={}: upstream reconnected", peer_, analyst_);
+  co_return true;
+}
+
 awaitable<void> Session::HandleQuery(const std::string& sql) {
   const auto started = std::chrono::steady_clock::now();
-  auto classified = rewriter::Classify(sql, state_.config, rw_session_);
-  if (!classified.ok()) {
+  auto classified_ptr = state_.plans.Classify(sql, rw_session_);
+  if (!classified_ptr.ok()) {
     SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
                              "the statement was not run; report it to the administrator"));
     spdlog::error("session {} analyst={}: internal rewriter error", peer_, analyst_);
     out_.ReadyForQuery(upstream_->TransactionStatus());
     co_return;
   }
+  const rewriter::PlanCache::Statements classified = *classified_ptr;
   if (classified->empty()) {
     out_.EmptyQueryResponse();
     out_.ReadyForQuery(upstream_->TransactionStatus());
@@ -583,6 +626,10 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
       out_.ReadyForQuery(upstream_->TransactionStatus());
       co_return;
     }
+  }
+  if (!co_await EnsureUpstream()) {
+    out_.ReadyForQuery('I');
+    co_return;
   }
   for (const auto& st : *classified) {
     if (!co_await HandleStatement(st)) break;
@@ -890,7 +937,12 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
 awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
   while (true) {
     boost::system::error_code ec;
-    tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
+    // Each session lives on its own strand: its socket, timers, upstream
+    // descriptor and ledger completions are never run concurrently, even with
+    // several I/O threads.
+    const asio::any_io_executor strand = asio::make_strand(state.io);
+    tcp::socket socket =
+        co_await acceptor.async_accept(strand, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (!acceptor.is_open()) co_return;
       continue;
@@ -898,8 +950,7 @@ awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
     socket.set_option(tcp::no_delay(true), ec);
     auto session = std::make_shared<Session>(state, std::move(socket));
     asio::co_spawn(
-        acceptor.get_executor(), [session]() -> awaitable<void> { co_await session->Run(); },
-        asio::detached);
+        strand, [session]() -> awaitable<void> { co_await session->Run(); }, asio::detached);
   }
 }
 
@@ -992,7 +1043,7 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
     {
       std::lock_guard lock(state.sessions_mutex);
       for (auto& [key, weak] : state.sessions) {
-        if (auto s = weak.lock()) asio::post(io, [s] { s->CloseIfIdle(); });
+        if (auto s = weak.lock()) asio::post(s->executor(), [s] { s->CloseIfIdle(); });
       }
     }
     grace.expires_after(options.shutdown_grace);

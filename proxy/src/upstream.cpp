@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdlib>
 
+#include <unistd.h>
+
 namespace dpgate::proxy {
 namespace asio = boost::asio;
 
@@ -51,24 +53,30 @@ UpstreamConnection::UpstreamConnection(asio::any_io_executor executor, PGconn* c
 }
 
 UpstreamConnection::~UpstreamConnection() {
-  // libpq owns the socket: detach Asio's descriptor before PQfinish closes it.
-  if (socket_) socket_->release();
+  socket_.reset();  // closes our duplicate only
   PQfinish(conn_);
 }
 
-Status UpstreamConnection::AdoptSocket() {
+// Asio waits on a dup() of libpq's socket, never on libpq's own descriptor:
+// libpq closes its socket by itself when the server goes away, and the number
+// can be reused at once by another connection on another thread. Had Asio
+// registered libpq's number, deregistering it later would silently remove the
+// *new* owner's registration and hang that session. Our duplicate keeps its
+// own number until we close it.
+Status UpstreamConnection::AdoptSocket(bool force) {
   const int fd = PQsocket(conn_);
   if (fd < 0) return MakeError("08006", "upstream connection has no socket");
-  if (fd == socket_fd_ && socket_) return Status::Ok();
-  // libpq may switch sockets while connecting (another host, SSL retry).
-  if (socket_) socket_->release();
-  socket_ = std::make_unique<asio::posix::stream_descriptor>(executor_, fd);
+  if (!force && socket_ && fd == socket_fd_) return Status::Ok();
+  socket_.reset();
+  const int own = ::dup(fd);
+  if (own < 0) return MakeError("08006", "upstream: cannot duplicate the socket");
+  socket_ = std::make_unique<asio::posix::stream_descriptor>(executor_, own);
   socket_fd_ = fd;
   return Status::Ok();
 }
 
-asio::awaitable<Status> UpstreamConnection::Wait(bool for_write) {
-  if (auto st = AdoptSocket(); !st.ok()) co_return st;
+asio::awaitable<Status> UpstreamConnection::Wait(bool for_write, bool readopt) {
+  if (auto st = AdoptSocket(readopt); !st.ok()) co_return st;
   boost::system::error_code ec;
   co_await socket_->async_wait(for_write ? asio::posix::stream_descriptor::wait_write
                                          : asio::posix::stream_descriptor::wait_read,
@@ -102,7 +110,9 @@ asio::awaitable<Result<std::unique_ptr<UpstreamConnection>>> UpstreamConnection:
       deadline.cancel();
       co_return MakeError("08006", "upstream connection failed: " + ConnectionError(raw));
     }
-    Status st = co_await conn->Wait(poll == PGRES_POLLING_WRITING);
+    // libpq may open a new socket while connecting (another host, an SSL
+    // retry), possibly under the same number: take a fresh duplicate each time.
+    Status st = co_await conn->Wait(poll == PGRES_POLLING_WRITING, /*readopt=*/true);
     if (!st.ok() || timed_out) {
       deadline.cancel();
       co_return MakeError("08006", timed_out ? "upstream connection timed out" : st.message());
@@ -224,12 +234,8 @@ int UpstreamConnection::backend_pid() const {
   return PQbackendPID(conn_);
 }
 
-void UpstreamConnection::CancelRunning() {
-  PGcancel* c = PQgetCancel(conn_);
-  if (c == nullptr) return;
-  char err[256];
-  PQcancel(c, err, sizeof err);
-  PQfreeCancel(c);
+PGcancel* UpstreamConnection::MakeCancel() const {
+  return PQgetCancel(conn_);
 }
 
 std::vector<wire::Diagnostic> UpstreamConnection::TakeNotices() {

@@ -48,22 +48,22 @@ class UpstreamConnection {
   bool broken() const;
   std::string ParameterStatus(const char* name) const;
   int backend_pid() const;
-  // Sends a CancelRequest for the running query (blocking, short: used from a
-  // worker thread only).
-  void CancelRunning();
+  // A cancel handle for the running query (PQgetCancel); the caller sends it
+  // with PQcancel off the I/O threads and frees it with PQfreeCancel.
+  PGcancel* MakeCancel() const;
 
   // Notices the upstream sent (relayed to the client after the statement).
   std::vector<wire::Diagnostic> TakeNotices();
 
  private:
   UpstreamConnection(boost::asio::any_io_executor executor, PGconn* conn);
-  boost::asio::awaitable<Status> Wait(bool for_write);
-  Status AdoptSocket();
+  boost::asio::awaitable<Status> Wait(bool for_write, bool readopt = false);
+  Status AdoptSocket(bool force);
 
   boost::asio::any_io_executor executor_;
   PGconn* conn_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
-  int socket_fd_ = -1;
+  int socket_fd_ = -1;  // libpq's descriptor number that socket_ duplicates
   std::vector<wire::Diagnostic> notices_;
 };
 

@@ -264,3 +264,23 @@ TEST_CASE("clients that vanish mid-query do not take the server down") {
   pqxx::connection ok(f.Dsn("alice", kAlicePassword));
   CHECK(pqxx::nontransaction(ok).exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
 }
+
+TEST_CASE("a lost upstream connection fails one statement, then the session recovers") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  CHECK(tx.exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
+  // Kill dpgate's upstream backend, as an upstream restart would.
+  {
+    pqxx::connection admin(f.pg.Dsn(f.db));
+    pqxx::nontransaction a(admin);
+    const auto killed = a.exec1(
+        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity "
+        "WHERE usename = " +
+        a.quote(f.reader));
+    REQUIRE(killed[0].as<int>() >= 1);
+  }
+  CHECK_THROWS(tx.exec1("SELECT count(*) FROM lookup"));
+  CHECK(tx.exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
+  CHECK(f.dpgate->running());
+}

@@ -1,0 +1,117 @@
+// Rewrite cost per query (docs/REWRITER.md §13): rewriter::Classify of a
+// private aggregate, against a bare libpg_query parse + deparse round trip of
+// the same text (the floor any tree-editing rewriter pays), and a PlanCache
+// hit. Issue 4's targets: uncached ≤ 2× the round trip, a hit ≤ 0.2×.
+#include <benchmark/benchmark.h>
+#include <pg_query.h>
+
+#include <array>
+#include <cstdlib>
+#include <string>
+
+#include "../tests/unit/rewriter/fixtures.h"
+#include "dpgate/rewriter/plan_cache.h"
+#include "dpgate/rewriter/rewriter.h"
+
+namespace {
+
+using dpgate::rewriter::PlanCache;
+using dpgate::rewriter::SessionContext;
+
+// Representative SmartNoise-style queries over pums.pums (fixtures.h config).
+constexpr std::array<const char*, 4> kQueries = {
+    // 0: global count
+    "SELECT COUNT(*) AS c FROM PUMS.PUMS",
+    // 1: grouped, WHERE, several aggregates incl. AVG
+    "SELECT educ, SUM(income) AS total_income, AVG(income) AS avg_income, AVG(age) "
+    "FROM PUMS.PUMS WHERE married = TRUE GROUP BY educ",
+    // 2: two keys, ORDER BY and LIMIT (post-processing in the plan)
+    "SELECT age, married, COUNT(*) AS n, SUM(income) AS income FROM PUMS.PUMS "
+    "GROUP BY age, married ORDER BY income DESC LIMIT 50",
+    // 3: join with a public table, variance
+    "SELECT s.name, count(*), variance(p.income) FROM pums.pums p "
+    "JOIN pums.states s ON s.code = p.race WHERE p.age BETWEEN 20 AND 60 GROUP BY s.name",
+};
+
+SessionContext Session() {
+  SessionContext session;
+  session.user = "alice";
+  session.epsilon = 0.5;
+  session.delta = 1e-7;
+  return session;
+}
+
+// One libpg_query parse + deparse of `sql`, as Classify would pay at least.
+void RoundTrip(benchmark::State& state, const char* sql) {
+  for (auto _ : state) {
+    PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(sql);
+    if (parsed.error != nullptr) {
+      state.SkipWithError(parsed.error->message);
+      pg_query_free_protobuf_parse_result(parsed);
+      break;
+    }
+    PgQueryDeparseResult deparsed = pg_query_deparse_protobuf(parsed.parse_tree);
+    benchmark::DoNotOptimize(deparsed.query);
+    pg_query_free_deparse_result(deparsed);
+    pg_query_free_protobuf_parse_result(parsed);
+  }
+}
+
+void BM_ParseDeparseRoundTrip(benchmark::State& state) {
+  RoundTrip(state, kQueries[static_cast<size_t>(state.range(0))]);
+}
+
+// The same round trip of the rewritten SQL: the bounded query's tree is
+// several times the input's, and deparsing it is part of any rewrite, so
+// this is the floor for producing that text through libpg_query.
+void BM_RewrittenSqlRoundTrip(benchmark::State& state) {
+  const auto config = dpgate::rewriter::testing::MakeTestConfig();
+  auto result =
+      dpgate::rewriter::Classify(kQueries[static_cast<size_t>(state.range(0))], config, Session());
+  if (!result.ok()) {
+    state.SkipWithError("classify failed");
+    return;
+  }
+  const std::string rewritten = result->at(0).rewritten_sql;
+  RoundTrip(state, rewritten.c_str());
+}
+
+void BM_RewriteUncached(benchmark::State& state) {
+  const char* sql = kQueries[static_cast<size_t>(state.range(0))];
+  const auto config = dpgate::rewriter::testing::MakeTestConfig();
+  const SessionContext session = Session();
+  for (auto _ : state) {
+    auto result = dpgate::rewriter::Classify(sql, config, session);
+    if (!result.ok() ||
+        result->at(0).statement_class != dpgate::rewriter::StatementClass::kPrivateAggregate) {
+      state.SkipWithError("query not accepted as a private aggregate");
+      break;
+    }
+    benchmark::DoNotOptimize(result->at(0).rewritten_sql.data());
+  }
+}
+
+void BM_RewriteCacheHit(benchmark::State& state) {
+  const char* sql = kQueries[static_cast<size_t>(state.range(0))];
+  const auto config = dpgate::rewriter::testing::MakeTestConfig();
+  const SessionContext session = Session();
+  PlanCache cache(config);
+  if (!cache.Classify(sql, session).ok()) {
+    state.SkipWithError("classify failed");
+    return;
+  }
+  for (auto _ : state) {
+    auto result = cache.Classify(sql, session);
+    benchmark::DoNotOptimize(result->get());
+  }
+  if (cache.stats().misses != 1) state.SkipWithError("expected every iteration to hit");
+}
+
+BENCHMARK(BM_ParseDeparseRoundTrip)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_RewrittenSqlRoundTrip)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_RewriteUncached)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_RewriteCacheHit)->DenseRange(0, kQueries.size() - 1);
+
+}  // namespace
+
+BENCHMARK_MAIN();
