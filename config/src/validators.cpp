@@ -1,5 +1,7 @@
 #include "validators.h"
 
+#include "dpgate/common/base64.h"
+
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 
@@ -159,35 +161,10 @@ bool IsPlainName(std::string_view text) {
 }
 
 std::optional<std::vector<uint8_t>> DecodeBase64(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  auto sextet = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  size_t padding = 0;
-  if (text.back() == '=') ++padding;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') ++padding;
-  std::vector<uint8_t> out;
-  out.reserve(text.size() / 4 * 3);
-  for (size_t i = 0; i < text.size(); i += 4) {
-    uint32_t group = 0;
-    for (size_t j = 0; j < 4; ++j) {
-      const size_t pos = i + j;
-      const bool is_padding = pos >= text.size() - padding;
-      const int v = is_padding ? 0 : sextet(text[pos]);
-      if (v < 0) return std::nullopt;
-      group = (group << 6) | static_cast<uint32_t>(v);
-    }
-    out.push_back(static_cast<uint8_t>(group >> 16));
-    out.push_back(static_cast<uint8_t>(group >> 8));
-    out.push_back(static_cast<uint8_t>(group));
-  }
-  out.resize(out.size() - padding);
-  return out;
+  if (text.empty()) return std::nullopt;
+  auto raw = dpgate::Base64Decode(text);
+  if (!raw) return std::nullopt;
+  return std::vector<uint8_t>(raw->begin(), raw->end());
 }
 
 std::string CheckScramVerifier(std::string_view verifier) {

@@ -1,5 +1,7 @@
 #include "dpgate/proxy/scram.h"
 
+#include "dpgate/common/base64.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -13,7 +15,6 @@ namespace dpgate::proxy {
 namespace {
 
 constexpr std::string_view kPrefix = "SCRAM-SHA-256$";
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 Error AuthError(std::string message) {
   return MakeError("28P01", std::move(message));
@@ -81,61 +82,13 @@ std::string RandomPrintableNonce() {
 }  // namespace
 
 std::string Base64Encode(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  for (; i + 3 <= bytes.size(); i += 3) {
-    uint32_t v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-  }
-  if (i < bytes.size()) {
-    uint32_t v = b[i] << 16;
-    if (i + 1 < bytes.size()) v |= b[i + 1] << 8;
-    out += kB64[v >> 18];
-    out += kB64[(v >> 12) & 63];
-    out += (i + 1 < bytes.size()) ? kB64[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
+  return dpgate::Base64Encode(bytes);
 }
 
 Result<std::string> Base64Decode(std::string_view text) {
-  if (text.size() % 4 != 0) return MakeError("base64", "base64 length is not a multiple of 4");
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  for (size_t i = 0; i < text.size(); i += 4) {
-    const bool last = i + 4 == text.size();
-    int v[4];
-    int pad = 0;
-    for (int j = 0; j < 4; ++j) {
-      const char c = text[i + j];
-      if (c == '=' && last && j >= 2) {
-        v[j] = 0;
-        ++pad;
-        continue;
-      }
-      if (pad > 0) return MakeError("base64", "base64 padding in the middle");
-      v[j] = value(c);
-      if (v[j] < 0) return MakeError("base64", "invalid base64 character");
-    }
-    const uint32_t n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
-    out += static_cast<char>(n >> 16);
-    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
-    if (pad < 1) out += static_cast<char>(n & 0xff);
-  }
-  return out;
+  auto decoded = dpgate::Base64Decode(text);
+  if (!decoded) return MakeError("base64", "malformed base64");
+  return std::move(*decoded);
 }
 
 Result<ScramVerifier> ScramVerifier::Parse(std::string_view text) {

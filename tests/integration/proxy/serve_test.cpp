@@ -284,3 +284,41 @@ TEST_CASE("a lost upstream connection fails one statement, then the session reco
   CHECK(tx.exec1("SELECT count(*) FROM lookup")[0].as<int>() == 2);
   CHECK(f.dpgate->running());
 }
+
+TEST_CASE("a CancelRequest through dpgate cancels the running upstream query") {
+  ServeFixture f;
+  PGconn* c = PQconnectdb(f.Dsn("alice", kAlicePassword).c_str());
+  REQUIRE(PQstatus(c) == CONNECTION_OK);
+  // A public query that would run for minutes.
+  REQUIRE(PQsendQuery(
+              c, "SELECT count(*) FROM lookup, pg_catalog.generate_series(1, 2000000000)") == 1);
+  // Send the cancel (libpq connects to dpgate with the BackendKeyData dpgate
+  // gave) once the upstream is really running the query.
+  pqxx::connection admin(f.pg.Dsn(f.db));
+  bool running = false;
+  for (int i = 0; i < 200 && !running; ++i) {
+    pqxx::nontransaction a(admin);
+    running = a.exec1("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = " +
+                      a.quote(f.reader) + " AND state = 'active'")[0]
+                  .as<int>() > 0;
+    if (!running) ::usleep(50000);
+  }
+  REQUIRE(running);
+  PGcancel* cancel = PQgetCancel(c);
+  char err[256];
+  REQUIRE(PQcancel(cancel, err, sizeof err) == 1);
+  PQfreeCancel(cancel);
+  PGresult* r = PQgetResult(c);
+  REQUIRE(r != nullptr);
+  CHECK(PQresultStatus(r) == PGRES_FATAL_ERROR);
+  const char* sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  REQUIRE(sqlstate != nullptr);
+  CHECK(std::string(sqlstate) == "57014");  // query_canceled
+  PQclear(r);
+  while ((r = PQgetResult(c)) != nullptr) PQclear(r);
+  // The session is still usable.
+  r = PQexec(c, "SELECT count(*) FROM lookup");
+  CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+  PQclear(r);
+  PQfinish(c);
+}
