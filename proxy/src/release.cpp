@@ -334,6 +334,31 @@ Result<PlannedRelease> PlanRelease(const ReleasePlan& plan, const QueryBudget& b
   return std::move(cal->planned);
 }
 
+Result<std::vector<Released::Field>> ReleasedFields(const ReleasePlan& plan,
+                                                    const std::vector<int32_t>& sql_column_types) {
+  if (sql_column_types.size() != plan.sql_columns.size()) {
+    return PlanMismatch("wrong number of columns");
+  }
+  std::vector<Released::Field> fields;
+  for (const auto& c : plan.columns) {
+    Released::Field f;
+    f.name = c.name;
+    if (c.role == ColumnRole::kGroupKey) {
+      if (c.group_key_sql_column < 0 ||
+          static_cast<size_t>(c.group_key_sql_column) >= sql_column_types.size()) {
+        return PlanMismatch("a group key outside the rewritten columns");
+      }
+      f.type_oid = sql_column_types[static_cast<size_t>(c.group_key_sql_column)];
+    } else if (c.role == ColumnRole::kCount || c.role == ColumnRole::kCountDistinctUnits) {
+      f.type_oid = kInt8Oid;
+    } else {
+      f.type_oid = kFloat8Oid;
+    }
+    fields.push_back(f);
+  }
+  return fields;
+}
+
 Result<Released> ApplyReleasePlan(const ReleasePlan& plan, const QueryBudget& budget,
                                   const UpstreamRows& upstream, mech::RandomSource& rng) {
   auto cal_result = Calibrate(plan, budget);
@@ -415,18 +440,9 @@ Result<Released> ApplyReleasePlan(const ReleasePlan& plan, const QueryBudget& bu
   }
 
   Released out;
-  for (const auto& c : plan.columns) {
-    Released::Field f;
-    f.name = c.name;
-    if (c.role == ColumnRole::kGroupKey) {
-      f.type_oid = upstream.type_oids[c.group_key_sql_column];
-    } else if (c.role == ColumnRole::kCount || c.role == ColumnRole::kCountDistinctUnits) {
-      f.type_oid = kInt8Oid;
-    } else {
-      f.type_oid = kFloat8Oid;
-    }
-    out.fields.push_back(f);
-  }
+  auto fields = ReleasedFields(plan, upstream.type_oids);
+  if (!fields.ok()) return fields.error();
+  out.fields = std::move(*fields);
   const double level = mech::PerInputLevel(kReceiptLevel, 1);
   for (const Row& raw : candidates) {
     Row released(plan.columns.size());

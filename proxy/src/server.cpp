@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -26,6 +27,7 @@
 #include "dpgate/accountant/async_ledger.h"
 #include "dpgate/accountant/ledger.h"
 #include "dpgate/mechanisms/random_source.h"
+#include "dpgate/proxy/binary_format.h"
 #include "dpgate/proxy/release.h"
 #include "dpgate/proxy/scram.h"
 #include "dpgate/rewriter/plan_cache.h"
@@ -91,11 +93,25 @@ struct ServerState {
 // fingerprint alone would merge `age > 30` with `age > 40`) and every setting
 // that changes the release. Raw values are never part of it.
 std::string CacheKey(const std::string& analyst, const rewriter::StatementResult& st,
-                     const QueryBudget& b) {
+                     const QueryBudget& b, const BoundParameters* parameters) {
   std::ostringstream k;
   k.precision(17);
   k << analyst.size() << ':' << analyst << '|' << b.epsilon << '|' << b.delta << '|'
-    << static_cast<int>(b.mechanism) << '|' << st.rewritten_sql;
+    << static_cast<int>(b.mechanism) << '|' << st.rewritten_sql.size() << ':' << st.rewritten_sql;
+  if (parameters != nullptr) {
+    // Bound values change the answer just as constants do: each with its
+    // format and length, so no two different bindings share a key.
+    for (size_t i = 0; i < parameters->values.size(); ++i) {
+      const auto& v = parameters->values[i];
+      k << "|$" << (i < parameters->types.size() ? parameters->types[i] : 0) << ','
+        << parameters->formats[i] << ',';
+      if (v.has_value()) {
+        k << v->size() << ':' << *v;
+      } else {
+        k << 'N';
+      }
+    }
+  }
   return k.str();
 }
 
@@ -106,14 +122,19 @@ std::string FormatDouble(double v) {
   return s.str();
 }
 
+// An ErrorResponse's fields. The hint says what to do instead.
 wire::Diagnostic MakeDiagnostic(const std::string& sqlstate, const std::string& message,
-                                const std::string& severity = "ERROR",
                                 const std::string& hint = "") {
   wire::Diagnostic d;
-  d.severity = severity;
+  d.severity = "ERROR";
   d.sqlstate = sqlstate;
   d.message = message;
   d.hint = hint;
+  return d;
+}
+
+wire::Diagnostic WithSeverity(wire::Diagnostic d, const std::string& severity) {
+  d.severity = severity;
   return d;
 }
 
@@ -163,6 +184,103 @@ awaitable<Result<accountant::ChargeReceipt>> ChargeLedger(
   co_return std::move(*result);
 }
 
+using Rows = std::vector<std::vector<std::optional<std::string>>>;
+
+// One statement's answer, before it is written in the simple or the extended
+// protocol's shape.
+struct StatementReply {
+  bool has_rows = false;
+  std::vector<wire::FieldDescription> fields;
+  Rows rows;
+  std::string tag;
+  std::vector<wire::Diagnostic> notices_before;  // upstream notices
+  std::vector<wire::Diagnostic> notices_after;   // the privacy receipt
+};
+
+// The columns a statement will return (has_rows false: NoData).
+struct RowShape {
+  bool has_rows = false;
+  std::vector<wire::FieldDescription> fields;
+};
+
+// A Parse'd statement: its classification and, once asked, the upstream's
+// description of the SQL dpgate will run for it.
+struct PreparedStatement {
+  rewriter::PlanCache::Statements classified;  // zero or one statement
+  std::vector<uint32_t> parameter_types;       // as the client declared them
+  std::optional<StatementDescription> description;
+};
+
+// A Bind'd portal; its result is computed (and, for a private aggregate,
+// charged) once at the first Execute and handed out in max_rows slices.
+struct Portal {
+  std::shared_ptr<PreparedStatement> statement;
+  BoundParameters parameters;
+  std::vector<int16_t> result_formats;
+  bool ran = false;
+  bool completed = false;
+  StatementReply reply;
+  size_t next_row = 0;
+};
+
+// Bounds on what one client can make dpgate hold.
+constexpr size_t kMaxPreparedPerSession = 10000;
+constexpr size_t kFlushThreshold = 256 * 1024;
+
+// The columns of dpgate's own answers (DESIGN.md §3), for Describe and for
+// the answers themselves.
+std::vector<std::string> LocalColumns(rewriter::DpgateCommandKind kind) {
+  using K = rewriter::DpgateCommandKind;
+  switch (kind) {
+    case K::kShowEpsilon:
+      return {"dp.epsilon"};
+    case K::kShowDelta:
+      return {"dp.delta"};
+    case K::kShowBudget:
+      return {"dataset",         "kind",          "principal",      "period", "remaining_epsilon",
+              "remaining_delta", "spent_epsilon", "granted_epsilon"};
+    case K::kExplainDp:
+      return {"QUERY PLAN"};
+    default:
+      return {};
+  }
+}
+
+StatementReply TextReply(const std::vector<std::string>& columns, Rows rows,
+                         const std::string& tag) {
+  StatementReply reply;
+  reply.has_rows = true;
+  for (const auto& c : columns) {
+    wire::FieldDescription f;
+    f.name = c;
+    reply.fields.push_back(f);
+  }
+  reply.rows = std::move(rows);
+  reply.tag = tag;
+  return reply;
+}
+
+std::vector<wire::FieldDescription> ToFieldDescriptions(const std::vector<Released::Field>& in) {
+  std::vector<wire::FieldDescription> fields;
+  for (const auto& f : in) {
+    wire::FieldDescription fd;
+    fd.name = f.name;
+    fd.type_oid = f.type_oid;
+    fd.type_size = f.type_oid == 20 || f.type_oid == 701 ? 8 : -1;
+    fields.push_back(fd);
+  }
+  return fields;
+}
+
+StatementReply ReleasedReply(const Released& released) {
+  StatementReply reply;
+  reply.has_rows = true;
+  reply.fields = ToFieldDescriptions(released.fields);
+  reply.rows = released.rows;
+  reply.tag = "SELECT " + std::to_string(released.rows.size());
+  return reply;
+}
+
 // ---- One client connection -------------------------------------------------
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -200,7 +318,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   awaitable<void> Fatal(const std::string& sqlstate, const std::string& message,
                         const std::string& hint = "") {
-    out_.ErrorResponse(MakeDiagnostic(sqlstate, message, "FATAL", hint));
+    out_.ErrorResponse(WithSeverity(MakeDiagnostic(sqlstate, message, hint), "FATAL"));
     co_await Flush();
     Close();
   }
@@ -210,27 +328,34 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> HandleQuery(const std::string& sql);
   awaitable<Status> ConnectUpstream();
   awaitable<bool> EnsureUpstream();
-  awaitable<bool> HandleStatement(const rewriter::StatementResult& st);
-  awaitable<bool> Forward(const std::string& sql);
-  awaitable<bool> RunPrivateAggregate(const rewriter::StatementResult& st);
-  awaitable<bool> RunDpgateCommand(const rewriter::StatementResult& st);
+  awaitable<std::optional<StatementReply>> RunStatement(const rewriter::StatementResult& st,
+                                                        const BoundParameters* parameters,
+                                                        int result_format);
+  awaitable<std::optional<StatementReply>> Forward(const std::string& sql,
+                                                   const BoundParameters* parameters,
+                                                   int result_format);
+  awaitable<std::optional<StatementReply>> RunPrivateAggregate(const rewriter::StatementResult& st,
+                                                               const BoundParameters* parameters);
+  awaitable<std::optional<StatementReply>> RunDpgateCommand(const rewriter::StatementResult& st);
   void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
-  void SendTextRows(const std::vector<std::string>& columns,
-                    const std::vector<std::vector<std::optional<std::string>>>& rows,
-                    const std::string& tag);
-  void SendReleased(const Released& released) {
-    std::vector<wire::FieldDescription> fields;
-    for (const auto& f : released.fields) {
-      wire::FieldDescription fd;
-      fd.name = f.name;
-      fd.type_oid = f.type_oid;
-      fd.type_size = f.type_oid == 20 || f.type_oid == 701 ? 8 : -1;
-      fields.push_back(fd);
-    }
-    out_.RowDescription(fields);
-    for (const auto& r : released.rows) out_.DataRow(r);
-    out_.CommandComplete("SELECT " + std::to_string(released.rows.size()));
-  }
+  void SendRefusal(const rewriter::StatementResult& st,
+                   std::chrono::steady_clock::time_point started);
+  char TransactionStatus() const;
+
+  // Extended query protocol. kError: an ErrorResponse was queued, discard
+  // until Sync; kClose: a protocol violation ends the connection.
+  enum class Step { kOk, kError, kClose };
+  awaitable<bool> HandleExtended(const wire::Frame& frame);
+  awaitable<Step> ProtocolViolation(const Error& error);
+  awaitable<Step> HandleParse(std::string_view body);
+  Step HandleBind(std::string_view body);
+  awaitable<Step> HandleDescribe(std::string_view body);
+  awaitable<Step> HandleExecute(std::string_view body);
+  Step HandleClose(std::string_view body);
+  awaitable<bool> DescribeUpstream(PreparedStatement& statement);
+  awaitable<std::optional<RowShape>> DescribeRows(PreparedStatement& statement);
+  bool ApplyResultFormats(const std::vector<int16_t>& formats,
+                          std::vector<wire::FieldDescription>* fields);
   QueryBudget Budget() const {
     QueryBudget b;
     b.epsilon = epsilon_;
@@ -257,6 +382,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   // Allowed startup parameters, re-applied when the upstream is reconnected.
   std::vector<std::pair<std::string, std::string>> session_parameters_;
+  std::map<std::string, std::shared_ptr<PreparedStatement>> statements_;
+  std::map<std::string, Portal> portals_;
+  bool skip_until_sync_ = false;
 };
 
 awaitable<bool> Session::Flush() {
@@ -337,18 +465,12 @@ awaitable<void> Session::Run() {
         continue;
       }
       if (std::string_view("PBDESCHF").find(frame.type) != std::string_view::npos) {
-        // Extended query protocol: not yet. Answer once, then discard until
-        // Sync as the protocol's error recovery requires (§55.2.3).
-        if (frame.type == 'S') {
-          out_.ReadyForQuery(upstream_ ? upstream_->TransactionStatus() : 'I');
-        } else if (frame.type == 'P' || frame.type == 'E') {
-          SendError(
-              MakeDiagnostic("0A000", "dpgate does not yet support the extended query protocol",
-                             "use the simple query protocol (psql; JDBC preferQueryMode=simple; "
-                             "psycopg2 without server-side binding)"));
-        }
-        if (frame.type == 'S' || frame.type == 'H') {
-          if (!co_await Flush()) break;
+        busy_ = true;
+        const bool keep = co_await HandleExtended(frame);
+        busy_ = false;
+        if (!keep) {
+          co_await Flush();
+          break;
         }
         continue;
       }
@@ -533,20 +655,6 @@ awaitable<bool> Session::Authenticate(const std::string& user) {
   co_return true;
 }
 
-void Session::SendTextRows(const std::vector<std::string>& columns,
-                           const std::vector<std::vector<std::optional<std::string>>>& rows,
-                           const std::string& tag) {
-  std::vector<wire::FieldDescription> fields;
-  for (const auto& c : columns) {
-    wire::FieldDescription f;
-    f.name = c;
-    fields.push_back(f);
-  }
-  out_.RowDescription(fields);
-  for (const auto& r : rows) out_.DataRow(r);
-  out_.CommandComplete(tag);
-}
-
 void Session::Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
                     double delta, size_t rows,
                     std::chrono::steady_clock::time_point started) const {
@@ -600,30 +708,34 @@ awaitable<bool> Session::EnsureUpstream() {
   co_return true;
 }
 
+char Session::TransactionStatus() const {
+  return upstream_ && !upstream_->broken() ? upstream_->TransactionStatus() : 'I';
+}
+
 awaitable<void> Session::HandleQuery(const std::string& sql) {
   const auto started = std::chrono::steady_clock::now();
+  // A simple Query ends the unnamed statement and portal (§55.2.2).
+  statements_.erase("");
+  portals_.erase("");
   auto classified_ptr = state_.plans.Classify(sql, rw_session_);
   if (!classified_ptr.ok()) {
     SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
                              "the statement was not run; report it to the administrator"));
     spdlog::error("session {} analyst={}: internal rewriter error", peer_, analyst_);
-    out_.ReadyForQuery(upstream_->TransactionStatus());
+    out_.ReadyForQuery(TransactionStatus());
     co_return;
   }
   const rewriter::PlanCache::Statements classified = *classified_ptr;
   if (classified->empty()) {
     out_.EmptyQueryResponse();
-    out_.ReadyForQuery(upstream_->TransactionStatus());
+    out_.ReadyForQuery(TransactionStatus());
     co_return;
   }
   // A string with any refused statement is refused whole: nothing runs.
   for (const auto& st : *classified) {
     if (st.statement_class == rewriter::StatementClass::kRefused) {
-      wire::Diagnostic d =
-          MakeDiagnostic(st.reason.code.empty() ? "42501" : st.reason.code, st.reason.message);
-      SendError(d);
-      Audit(st, "refused", 0, 0, 0, started);
-      out_.ReadyForQuery(upstream_->TransactionStatus());
+      SendRefusal(st, started);
+      out_.ReadyForQuery(TransactionStatus());
       co_return;
     }
   }
@@ -632,35 +744,63 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     co_return;
   }
   for (const auto& st : *classified) {
-    if (!co_await HandleStatement(st)) break;
+    auto reply = co_await RunStatement(st, nullptr, 0);
+    if (!reply.has_value()) break;
+    for (const auto& n : reply->notices_before) out_.NoticeResponse(n);
+    if (reply->has_rows) {
+      out_.RowDescription(reply->fields);
+      for (const auto& r : reply->rows) out_.DataRow(r);
+    }
+    out_.CommandComplete(reply->tag);
+    for (const auto& n : reply->notices_after) out_.NoticeResponse(n);
   }
-  out_.ReadyForQuery(upstream_ && !upstream_->broken() ? upstream_->TransactionStatus() : 'I');
+  out_.ReadyForQuery(TransactionStatus());
 }
 
-awaitable<bool> Session::Forward(const std::string& sql) {
-  auto outcome = co_await upstream_->Execute(sql);
-  for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
+void Session::SendRefusal(const rewriter::StatementResult& st,
+                          std::chrono::steady_clock::time_point started) {
+  SendError(MakeDiagnostic(st.reason.code.empty() ? "42501" : st.reason.code, st.reason.message));
+  Audit(st, "refused", 0, 0, 0, started);
+}
+
+awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql,
+                                                          const BoundParameters* parameters,
+                                                          int result_format) {
+  // Not a conditional expression: GCC 12 miscompiles co_await inside ?:
+  // (the result is destroyed twice).
+  Result<StatementOutcome> outcome = MakeError("08006", "not run");
+  if (parameters == nullptr) {
+    outcome = co_await upstream_->Execute(sql);
+  } else {
+    outcome = co_await upstream_->ExecuteWithParameters(sql, *parameters, result_format);
+  }
+  StatementReply reply;
+  reply.notices_before = upstream_->TakeNotices();
   if (!outcome.ok()) {
+    for (const auto& n : reply.notices_before) out_.NoticeResponse(n);
     SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
-    co_return false;
+    co_return std::nullopt;
   }
   if (outcome->error.has_value()) {
+    for (const auto& n : reply.notices_before) out_.NoticeResponse(n);
     SendError(*outcome->error);
-    co_return false;
+    co_return std::nullopt;
   }
-  if (outcome->has_rows) {
-    out_.RowDescription(outcome->fields);
-    for (const auto& r : outcome->rows) out_.DataRow(r);
-  }
-  out_.CommandComplete(outcome->command_tag);
-  co_return true;
+  reply.has_rows = outcome->has_rows;
+  reply.fields = std::move(outcome->fields);
+  reply.rows = std::move(outcome->rows);
+  reply.tag = outcome->command_tag;
+  co_return reply;
 }
 
-awaitable<bool> Session::HandleStatement(const rewriter::StatementResult& st) {
+awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::StatementResult& st,
+                                                               const BoundParameters* parameters,
+                                                               int result_format) {
   const auto started = std::chrono::steady_clock::now();
   switch (st.statement_class) {
     case rewriter::StatementClass::kPublic:
-    case rewriter::StatementClass::kCatalog: {
+    case rewriter::StatementClass::kCatalog:
+    case rewriter::StatementClass::kSession: {
       if (st.reads_size_catalog) {
         // Masking of table-size statistics for private tables is not built
         // yet: refuse rather than leak reltuples/relpages (DESIGN.md §2).
@@ -670,40 +810,37 @@ awaitable<bool> Session::HandleStatement(const rewriter::StatementResult& st) {
             "(pg_class.reltuples/relpages, pg_relation_size)",
             "leave these columns out of the catalog query"));
         Audit(st, "refused", 0, 0, 0, started);
-        co_return false;
+        co_return std::nullopt;
       }
-      const bool ok =
-          co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql);
-      Audit(st, ok ? "forwarded" : "upstream_error", 0, 0, 0, started);
-      co_return ok;
-    }
-    case rewriter::StatementClass::kSession: {
       if (st.new_search_path.has_value()) {
         // dpgate keeps the session's search_path itself and resolves names
         // with it; the upstream's stays pinned (DESIGN.md §2).
         rw_session_.search_path = *st.new_search_path;
-        out_.CommandComplete("SET");
         Audit(st, "local", 0, 0, 0, started);
-        co_return true;
+        StatementReply reply;
+        reply.tag = "SET";
+        co_return reply;
       }
-      const bool ok =
-          co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql);
-      Audit(st, ok ? "forwarded" : "upstream_error", 0, 0, 0, started);
-      co_return ok;
+      auto reply = co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql,
+                                    parameters, result_format);
+      Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
+      co_return reply;
     }
     case rewriter::StatementClass::kDpgateCommand:
       co_return co_await RunDpgateCommand(st);
     case rewriter::StatementClass::kPrivateAggregate:
-      co_return co_await RunPrivateAggregate(st);
+      co_return co_await RunPrivateAggregate(st, parameters);
     case rewriter::StatementClass::kRefused:
-      SendError(MakeDiagnostic(st.reason.code, st.reason.message));
-      co_return false;
+      SendRefusal(st, started);
+      co_return std::nullopt;
   }
-  co_return false;
+  co_return std::nullopt;
 }
 
-awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
+awaitable<std::optional<StatementReply>> Session::RunDpgateCommand(
+    const rewriter::StatementResult& st) {
   const auto started = std::chrono::steady_clock::now();
+  StatementReply reply;
   using K = rewriter::DpgateCommandKind;
   switch (st.command) {
     case K::kSetEpsilon: {
@@ -713,35 +850,35 @@ awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
                                  "dp.epsilon must be greater than 0 and at most " +
                                      FormatDouble(state_.config.query.max_epsilon),
                                  "the maximum is query.max_epsilon in the dpgate config"));
-        co_return false;
+        co_return std::nullopt;
       }
       epsilon_ = v;
-      out_.CommandComplete("SET");
+      reply.tag = "SET";
       break;
     }
     case K::kSetDelta: {
       const double v = st.command_value.value_or(-1);
       if (!(v >= 0) || !(v < 1)) {
         SendError(MakeDiagnostic("22023", "dp.delta must be in [0, 1)"));
-        co_return false;
+        co_return std::nullopt;
       }
       delta_ = v;
-      out_.CommandComplete("SET");
+      reply.tag = "SET";
       break;
     }
     case K::kResetEpsilon:
       epsilon_ = state_.config.query.epsilon;
-      out_.CommandComplete("RESET");
+      reply.tag = "RESET";
       break;
     case K::kResetDelta:
       delta_ = state_.config.query.delta;
-      out_.CommandComplete("RESET");
+      reply.tag = "RESET";
       break;
     case K::kShowEpsilon:
-      SendTextRows({"dp.epsilon"}, {{FormatDouble(epsilon_)}}, "SHOW");
+      reply = TextReply(LocalColumns(st.command), {{FormatDouble(epsilon_)}}, "SHOW");
       break;
     case K::kShowDelta:
-      SendTextRows({"dp.delta"}, {{FormatDouble(delta_)}}, "SHOW");
+      reply = TextReply(LocalColumns(st.command), {{FormatDouble(delta_)}}, "SHOW");
       break;
     case K::kShowBudget: {
       using Budgets = Result<std::vector<accountant::BudgetState>>;
@@ -765,7 +902,7 @@ awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
       });
       if (!budgets.ok()) {
         SendError(MakeDiagnostic("58000", "the privacy ledger is unavailable; try again later"));
-        co_return false;
+        co_return std::nullopt;
       }
       std::vector<std::vector<std::optional<std::string>>> rows;
       for (const auto& b : *budgets) {
@@ -774,20 +911,18 @@ awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
                         FormatDouble(b.remaining_delta()), FormatDouble(b.spent_epsilon),
                         FormatDouble(b.granted_epsilon)});
       }
-      SendTextRows({"dataset", "kind", "principal", "period", "remaining_epsilon",
-                    "remaining_delta", "spent_epsilon", "granted_epsilon"},
-                   rows, "SHOW");
+      reply = TextReply(LocalColumns(st.command), rows, "SHOW");
       break;
     }
     case K::kExplainDp: {
       if (!st.plan.has_value()) {
         SendError(MakeDiagnostic("0A000", "EXPLAIN (DP) needs a private aggregate"));
-        co_return false;
+        co_return std::nullopt;
       }
       auto planned = PlanRelease(*st.plan, Budget());
       if (!planned.ok()) {
         SendError(MakeDiagnostic("22023", planned.error().message));
-        co_return false;
+        co_return std::nullopt;
       }
       std::vector<std::vector<std::optional<std::string>>> rows;
       auto add = [&rows](const std::string& s) { rows.push_back({s}); };
@@ -804,22 +939,23 @@ awaitable<bool> Session::RunDpgateCommand(const rewriter::StatementResult& st) {
         add(line);
       }
       add("partition selection: " + planned->selection);
-      SendTextRows({"QUERY PLAN"}, rows, "EXPLAIN");
+      reply = TextReply(LocalColumns(st.command), rows, "EXPLAIN");
       break;
     }
     case K::kNone:
       SendError(MakeDiagnostic("0A000", "unknown dpgate command"));
-      co_return false;
+      co_return std::nullopt;
   }
   Audit(st, "local", 0, 0, 0, started);
-  co_return true;
+  co_return reply;
 }
 
-awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st) {
+awaitable<std::optional<StatementReply>> Session::RunPrivateAggregate(
+    const rewriter::StatementResult& st, const BoundParameters* parameters) {
   const auto started = std::chrono::steady_clock::now();
   if (!st.plan.has_value()) {
     SendError(MakeDiagnostic("XX000", "internal error: a private aggregate without a plan"));
-    co_return false;
+    co_return std::nullopt;
   }
   const QueryBudget budget = Budget();
   auto planned = PlanRelease(*st.plan, budget);
@@ -830,9 +966,9 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
                                  planned.error().message,
                              "check SET dp.epsilon / dp.delta"));
     Audit(st, "refused", 0, 0, 0, started);
-    co_return false;
+    co_return std::nullopt;
   }
-  const std::string cache_key = CacheKey(analyst_, st, budget);
+  const std::string cache_key = CacheKey(analyst_, st, budget, parameters);
   const auto ttl = state_.config.query.cache_ttl;
   if (ttl.count() > 0) {
     std::optional<Released> hit;
@@ -848,11 +984,13 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
       }
     }
     if (hit.has_value()) {
-      SendReleased(*hit);
-      out_.NoticeResponse(MakeDiagnostic(
-          "00000", "dpgate: cached answer (the same noisy rows as before), 0 charged", "NOTICE"));
+      StatementReply reply = ReleasedReply(*hit);
+      reply.notices_after.push_back(WithSeverity(
+          MakeDiagnostic("00000",
+                         "dpgate: cached answer (the same noisy rows as before), 0 charged"),
+          "NOTICE"));
       Audit(st, "cached", 0, 0, hit->rows.size(), started);
-      co_return true;
+      co_return reply;
     }
   }
   // The charge is durable before anything runs upstream (DESIGN.md §1 step 3).
@@ -874,9 +1012,15 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
                                      : "the privacy ledger is unavailable, so nothing was run: " +
                                            receipt.error().message));
     Audit(st, refused ? "budget_refused" : "ledger_unavailable", 0, 0, 0, started);
-    co_return false;
+    co_return std::nullopt;
   }
-  auto outcome = co_await upstream_->Execute(st.rewritten_sql);
+  // Not a conditional expression: GCC 12 miscompiles co_await inside ?:.
+  Result<StatementOutcome> outcome = MakeError("08006", "not run");
+  if (parameters == nullptr) {
+    outcome = co_await upstream_->Execute(st.rewritten_sql);
+  } else {
+    outcome = co_await upstream_->ExecuteWithParameters(st.rewritten_sql, *parameters, 0);
+  }
   upstream_->TakeNotices();  // upstream notices may quote data: never relayed here
   if (!outcome.ok() || outcome->error.has_value()) {
     // The error text may carry a data value: the client gets a generic error,
@@ -888,7 +1032,7 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
                                  st.fingerprint_hex + " in the audit log"));
     Audit(st, "upstream_error:" + (outcome.ok() ? outcome->error->sqlstate : std::string("08006")),
           planned->epsilon, planned->delta, 0, started);
-    co_return false;
+    co_return std::nullopt;
   }
   UpstreamRows rows;
   for (const auto& f : outcome->fields) {
@@ -900,7 +1044,7 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
   if (!released.ok()) {
     SendError(MakeDiagnostic("XX000", "dpgate could not release this result; the charge stands"));
     Audit(st, "release_error", planned->epsilon, planned->delta, 0, started);
-    co_return false;
+    co_return std::nullopt;
   }
   if (ttl.count() > 0) {
     std::lock_guard lock(state_.cache_mutex);
@@ -914,7 +1058,7 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
     }
     state_.cache[cache_key] = ServerState::CachedRelease{*released, now};
   }
-  SendReleased(*released);
+  StatementReply reply = ReleasedReply(*released);
   // The privacy receipt: data-independent facts only (never how many groups
   // were suppressed).
   std::ostringstream n;
@@ -928,10 +1072,410 @@ awaitable<bool> Session::RunPrivateAggregate(const rewriter::StatementResult& st
     if (!c.clamp.empty()) n << ", " << c.clamp;
   }
   n << "; partition selection: " << released->selection;
-  wire::Diagnostic notice = MakeDiagnostic("00000", n.str(), "NOTICE");
-  out_.NoticeResponse(notice);
+  reply.notices_after.push_back(WithSeverity(MakeDiagnostic("00000", n.str()), "NOTICE"));
   Audit(st, "released", planned->epsilon, planned->delta, released->rows.size(), started);
+  co_return reply;
+}
+
+// ---- Extended query protocol (§55.2.3) -------------------------------------
+//
+// Private aggregates are classified and rewritten at Parse, where the
+// rewritten SQL is also described upstream (nothing runs) so that a bad
+// parameter or type fails before any charge. The charge is taken once per
+// portal, at its first Execute; later Executes of a suspended portal only
+// hand out the rest of the released rows.
+
+awaitable<bool> Session::HandleExtended(const wire::Frame& frame) {
+  if (frame.type == 'S') {
+    // Sync ends error recovery and the implicit transaction; portals live
+    // until then unless a transaction block is open (§55.2.3).
+    skip_until_sync_ = false;
+    if (TransactionStatus() == 'I') portals_.clear();
+    out_.ReadyForQuery(TransactionStatus());
+    co_return co_await Flush();
+  }
+  if (frame.type == 'H') co_return co_await Flush();
+  // After an error every message up to Sync is discarded.
+  if (skip_until_sync_) co_return true;
+  Step step = Step::kOk;
+  switch (frame.type) {
+    case 'P':
+      step = co_await HandleParse(frame.body);
+      break;
+    case 'B':
+      step = HandleBind(frame.body);
+      break;
+    case 'D':
+      step = co_await HandleDescribe(frame.body);
+      break;
+    case 'E':
+      step = co_await HandleExecute(frame.body);
+      break;
+    case 'C':
+      step = HandleClose(frame.body);
+      break;
+    default:
+      break;
+  }
+  if (step == Step::kClose) co_return false;
+  if (step == Step::kError) skip_until_sync_ = true;
+  // Large results go out as they are produced, not all at Sync.
+  if (out_.buffer().size() > kFlushThreshold) co_return co_await Flush();
   co_return true;
+}
+
+awaitable<Session::Step> Session::ProtocolViolation(const Error& error) {
+  co_await Fatal(error.code.empty() ? "08P01" : error.code, error.message);
+  co_return Step::kClose;
+}
+
+awaitable<Session::Step> Session::HandleParse(std::string_view body) {
+  const auto started = std::chrono::steady_clock::now();
+  auto message = wire::ParseParse(body);
+  if (!message.ok()) co_return co_await ProtocolViolation(message.error());
+  if (!message->statement.empty() && statements_.count(message->statement) != 0) {
+    SendError(MakeDiagnostic("42P05",
+                             "prepared statement \"" + message->statement + "\" already exists"));
+    co_return Step::kError;
+  }
+  if (statements_.size() >= kMaxPreparedPerSession && !message->statement.empty()) {
+    SendError(MakeDiagnostic("54000", "too many prepared statements in this session",
+                             "close prepared statements the client no longer needs"));
+    co_return Step::kError;
+  }
+  auto classified = state_.plans.Classify(message->query, rw_session_);
+  if (!classified.ok()) {
+    SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
+                             "the statement was not run; report it to the administrator"));
+    spdlog::error("session {} analyst={}: internal rewriter error", peer_, analyst_);
+    co_return Step::kError;
+  }
+  auto statement = std::make_shared<PreparedStatement>();
+  statement->classified = *classified;
+  for (int32_t t : message->parameter_types) {
+    statement->parameter_types.push_back(static_cast<uint32_t>(t));
+  }
+  if (statement->classified->size() > 1) {
+    SendError(MakeDiagnostic("42601", "cannot insert multiple commands into a prepared statement",
+                             "send one statement per Parse message"));
+    co_return Step::kError;
+  }
+  if (statement->classified->size() == 1) {
+    const rewriter::StatementResult& st = statement->classified->front();
+    if (st.statement_class == rewriter::StatementClass::kRefused) {
+      SendRefusal(st, started);
+      co_return Step::kError;
+    }
+    if (st.statement_class == rewriter::StatementClass::kPrivateAggregate) {
+      if (!co_await EnsureUpstream()) co_return Step::kError;
+      if (!co_await DescribeUpstream(*statement)) co_return Step::kError;
+      const auto& description = *statement->description;
+      std::vector<int32_t> types;
+      for (const auto& f : description.fields) types.push_back(f.type_oid);
+      if (!st.plan.has_value() || !ReleasedFields(*st.plan, types).ok()) {
+        SendError(MakeDiagnostic("XX000", "dpgate could not plan the release of this query"));
+        co_return Step::kError;
+      }
+    }
+  }
+  statements_[message->statement] = std::move(statement);
+  out_.ParseComplete();
+  co_return Step::kOk;
+}
+
+// Describes the statement's SQL upstream once and keeps the answer. False when
+// an error was sent.
+awaitable<bool> Session::DescribeUpstream(PreparedStatement& statement) {
+  if (statement.description.has_value()) co_return true;
+  const rewriter::StatementResult& st = statement.classified->front();
+  const std::string& sql = st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql;
+  auto description = co_await upstream_->Describe(sql, statement.parameter_types);
+  upstream_->TakeNotices();
+  if (!description.ok()) {
+    SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+    co_return false;
+  }
+  if (description->error.has_value()) {
+    // A describe error is about names and types, never data: nothing ran.
+    SendError(*description->error);
+    co_return false;
+  }
+  statement.description = std::move(*description);
+  co_return true;
+}
+
+Session::Step Session::HandleBind(std::string_view body) {
+  auto message = wire::ParseBind(body);
+  if (!message.ok()) {
+    // A malformed Bind is a protocol violation: the connection ends (Run
+    // closes it when it sees kClose after the FATAL is queued).
+    out_.ErrorResponse(
+        WithSeverity(MakeDiagnostic(message.error().code.empty() ? "08P01" : message.error().code,
+                                    message.error().message),
+                     "FATAL"));
+    return Step::kClose;
+  }
+  auto it = statements_.find(message->statement);
+  if (it == statements_.end()) {
+    SendError(MakeDiagnostic("26000",
+                             "prepared statement \"" + message->statement + "\" does not exist"));
+    return Step::kError;
+  }
+  if (!message->portal.empty() && portals_.count(message->portal) != 0) {
+    SendError(MakeDiagnostic("42P03", "portal \"" + message->portal + "\" already exists"));
+    return Step::kError;
+  }
+  if (portals_.size() >= kMaxPreparedPerSession) {
+    SendError(MakeDiagnostic("54000", "too many open portals in this session"));
+    return Step::kError;
+  }
+  const PreparedStatement& statement = *it->second;
+  const size_t n = message->parameters.size();
+  if (statement.description.has_value() && statement.description->parameter_types.size() != n) {
+    SendError(
+        MakeDiagnostic("08P01", "bind message supplies " + std::to_string(n) +
+                                    " parameters, but prepared statement \"" + message->statement +
+                                    "\" requires " +
+                                    std::to_string(statement.description->parameter_types.size())));
+    return Step::kError;
+  }
+  Portal portal;
+  portal.statement = it->second;
+  portal.parameters.types = statement.parameter_types;
+  if (portal.parameters.types.size() > n) portal.parameters.types.resize(n);
+  portal.parameters.values = std::move(message->parameters);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& f = message->parameter_formats;
+    portal.parameters.formats.push_back(f.empty() ? 0 : (f.size() == 1 ? f[0] : f[i]));
+  }
+  portal.result_formats = std::move(message->result_formats);
+  portals_[message->portal] = std::move(portal);
+  out_.BindComplete();
+  return Step::kOk;
+}
+
+// The columns a statement returns, without running it. nullopt: an error
+// was sent.
+awaitable<std::optional<RowShape>> Session::DescribeRows(PreparedStatement& statement) {
+  RowShape shape;
+  if (statement.classified->empty()) co_return shape;
+  const rewriter::StatementResult& st = statement.classified->front();
+  switch (st.statement_class) {
+    case rewriter::StatementClass::kDpgateCommand:
+      for (const auto& name : LocalColumns(st.command)) {
+        wire::FieldDescription f;
+        f.name = name;
+        shape.fields.push_back(f);
+      }
+      shape.has_rows = !shape.fields.empty();
+      co_return shape;
+    case rewriter::StatementClass::kPrivateAggregate: {
+      std::vector<int32_t> types;
+      for (const auto& f : statement.description->fields) types.push_back(f.type_oid);
+      auto fields = ReleasedFields(*st.plan, types);
+      if (!fields.ok()) {
+        SendError(MakeDiagnostic("XX000", "dpgate could not plan the release of this query"));
+        co_return std::nullopt;
+      }
+      shape.fields = ToFieldDescriptions(*fields);
+      shape.has_rows = true;
+      co_return shape;
+    }
+    case rewriter::StatementClass::kRefused:
+      SendRefusal(st, std::chrono::steady_clock::now());
+      co_return std::nullopt;
+    default:
+      break;
+  }
+  if (st.new_search_path.has_value()) co_return shape;  // answered locally: no rows
+  if (!co_await EnsureUpstream()) co_return std::nullopt;
+  if (!co_await DescribeUpstream(statement)) co_return std::nullopt;
+  shape.fields = statement.description->fields;
+  shape.has_rows = statement.description->has_rows;
+  co_return shape;
+}
+
+awaitable<Session::Step> Session::HandleDescribe(std::string_view body) {
+  auto message = wire::ParseDescribe(body);
+  if (!message.ok()) co_return co_await ProtocolViolation(message.error());
+  if (message->kind == 'S') {
+    auto it = statements_.find(message->name);
+    if (it == statements_.end()) {
+      SendError(
+          MakeDiagnostic("26000", "prepared statement \"" + message->name + "\" does not exist"));
+      co_return Step::kError;
+    }
+    std::shared_ptr<PreparedStatement> statement = it->second;
+    auto shape = co_await DescribeRows(*statement);
+    if (!shape.has_value()) co_return Step::kError;
+    std::vector<int32_t> parameter_types;
+    if (statement->description.has_value()) {
+      parameter_types = statement->description->parameter_types;
+    } else {
+      for (uint32_t t : statement->parameter_types) {
+        parameter_types.push_back(static_cast<int32_t>(t));
+      }
+    }
+    out_.ParameterDescription(parameter_types);
+    if (shape->has_rows) {
+      for (auto& f : shape->fields) f.format = 0;  // formats are not known before Bind
+      out_.RowDescription(shape->fields);
+    } else {
+      out_.NoData();
+    }
+    co_return Step::kOk;
+  }
+  auto it = portals_.find(message->name);
+  if (it == portals_.end()) {
+    SendError(MakeDiagnostic("34000", "portal \"" + message->name + "\" does not exist"));
+    co_return Step::kError;
+  }
+  std::shared_ptr<PreparedStatement> statement = it->second.statement;
+  auto shape = co_await DescribeRows(*statement);
+  if (!shape.has_value()) co_return Step::kError;
+  if (!shape->has_rows) {
+    out_.NoData();
+    co_return Step::kOk;
+  }
+  // The portal may have been closed by a nested step: look it up again.
+  it = portals_.find(message->name);
+  if (it == portals_.end()) co_return Step::kError;
+  if (!ApplyResultFormats(it->second.result_formats, &shape->fields)) co_return Step::kError;
+  out_.RowDescription(shape->fields);
+  co_return Step::kOk;
+}
+
+// Sets each field's format from the Bind's result format codes (none: all
+// text; one: all columns; else one per column). False when an error was sent.
+bool Session::ApplyResultFormats(const std::vector<int16_t>& formats,
+                                 std::vector<wire::FieldDescription>* fields) {
+  if (formats.size() > 1 && formats.size() != fields->size()) {
+    SendError(MakeDiagnostic("08P01", "bind message has " + std::to_string(formats.size()) +
+                                          " result formats but query has " +
+                                          std::to_string(fields->size()) + " columns"));
+    return false;
+  }
+  for (size_t i = 0; i < fields->size(); ++i) {
+    const int16_t want = formats.empty() ? 0 : (formats.size() == 1 ? formats[0] : formats[i]);
+    if (want == 1 && !HasBinaryConversion((*fields)[i].type_oid)) {
+      SendError(MakeDiagnostic("0A000",
+                               "dpgate cannot send column \"" + (*fields)[i].name +
+                                   "\" (type oid " + std::to_string((*fields)[i].type_oid) +
+                                   ") in binary format",
+                               "request the text format for this column"));
+      return false;
+    }
+    (*fields)[i].format = want;
+  }
+  return true;
+}
+
+awaitable<Session::Step> Session::HandleExecute(std::string_view body) {
+  auto message = wire::ParseExecute(body);
+  if (!message.ok()) co_return co_await ProtocolViolation(message.error());
+  auto it = portals_.find(message->portal);
+  if (it == portals_.end()) {
+    SendError(MakeDiagnostic("34000", "portal \"" + message->portal + "\" does not exist"));
+    co_return Step::kError;
+  }
+  if (!it->second.ran) {
+    // Copies: the awaits below may run other steps of this session.
+    std::shared_ptr<PreparedStatement> statement = it->second.statement;
+    const BoundParameters parameters = it->second.parameters;
+    const std::vector<int16_t> formats = it->second.result_formats;
+    if (statement->classified->empty()) {
+      out_.EmptyQueryResponse();
+      co_return Step::kOk;
+    }
+    const rewriter::StatementResult& st = statement->classified->front();
+    const bool all_binary = !formats.empty() && std::all_of(formats.begin(), formats.end(),
+                                                            [](int16_t f) { return f == 1; });
+    if (st.statement_class == rewriter::StatementClass::kPrivateAggregate) {
+      // Everything that could fail after the charge is checked before it.
+      auto shape = co_await DescribeRows(*statement);
+      if (!shape.has_value() || !ApplyResultFormats(formats, &shape->fields)) {
+        co_return Step::kError;
+      }
+    }
+    if (!co_await EnsureUpstream()) co_return Step::kError;
+    // Forwarded statements whose every column is wanted in binary are asked
+    // of the upstream in binary (exact for every type); otherwise text, and
+    // the binary columns are converted here.
+    const int upstream_format =
+        all_binary && st.statement_class != rewriter::StatementClass::kPrivateAggregate ? 1 : 0;
+    auto reply = co_await RunStatement(st, &parameters, upstream_format);
+    if (!reply.has_value()) co_return Step::kError;
+    if (reply->has_rows) {
+      std::vector<wire::FieldDescription> wanted = reply->fields;
+      if (upstream_format == 0) {
+        if (!ApplyResultFormats(formats, &wanted)) co_return Step::kError;
+        for (size_t c = 0; c < wanted.size(); ++c) {
+          if (wanted[c].format != 1) continue;
+          for (auto& row : reply->rows) {
+            if (!row[c].has_value()) continue;
+            auto binary = TextToBinary(wanted[c].type_oid, *row[c]);
+            if (!binary.ok()) {
+              SendError(MakeDiagnostic(binary.error().code, binary.error().message));
+              co_return Step::kError;
+            }
+            row[c] = std::move(*binary);
+          }
+        }
+      } else if (formats.size() > 1 && formats.size() != wanted.size()) {
+        ApplyResultFormats(formats, &wanted);  // sends the count error
+        co_return Step::kError;
+      }
+      reply->fields = std::move(wanted);
+    }
+    it = portals_.find(message->portal);
+    if (it == portals_.end()) co_return Step::kError;
+    it->second.reply = std::move(*reply);
+    it->second.ran = true;
+    for (const auto& n : it->second.reply.notices_before) out_.NoticeResponse(n);
+  }
+  Portal& portal = it->second;
+  StatementReply& reply = portal.reply;
+  if (portal.completed) {
+    // A finished portal has no more rows (§55.2.3).
+    out_.CommandComplete(reply.has_rows ? "SELECT 0" : reply.tag);
+    co_return Step::kOk;
+  }
+  const size_t limit =
+      message->max_rows > 0 ? static_cast<size_t>(message->max_rows) : reply.rows.size();
+  size_t sent = 0;
+  while (sent < limit && portal.next_row < reply.rows.size()) {
+    out_.DataRow(reply.rows[portal.next_row++]);
+    ++sent;
+  }
+  if (portal.next_row < reply.rows.size()) {
+    out_.PortalSuspended();
+    co_return Step::kOk;
+  }
+  out_.CommandComplete(reply.tag);
+  for (const auto& n : reply.notices_after) out_.NoticeResponse(n);
+  portal.completed = true;
+  reply.rows.clear();
+  reply.rows.shrink_to_fit();
+  co_return Step::kOk;
+}
+
+Session::Step Session::HandleClose(std::string_view body) {
+  auto message = wire::ParseClose(body);
+  if (!message.ok()) {
+    out_.ErrorResponse(
+        WithSeverity(MakeDiagnostic(message.error().code.empty() ? "08P01" : message.error().code,
+                                    message.error().message),
+                     "FATAL"));
+    return Step::kClose;
+  }
+  // Closing a name that does not exist is not an error (§55.7, Close).
+  if (message->kind == 'S') {
+    statements_.erase(message->name);
+  } else {
+    portals_.erase(message->name);
+  }
+  out_.CloseComplete();
+  return Step::kOk;
 }
 
 awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {

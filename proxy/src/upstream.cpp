@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include <poll.h>
 #include <unistd.h>
 
 namespace dpgate::proxy {
@@ -64,6 +65,7 @@ UpstreamConnection::~UpstreamConnection() {
 // *new* owner's registration and hang that session. Our duplicate keeps its
 // own number until we close it.
 Status UpstreamConnection::AdoptSocket(bool force) {
+  if (!executor_) return MakeError("08006", "upstream connection is parked in the pool");
   const int fd = PQsocket(conn_);
   if (fd < 0) return MakeError("08006", "upstream connection has no socket");
   if (!force && socket_ && fd == socket_fd_) return Status::Ok();
@@ -123,33 +125,126 @@ asio::awaitable<Result<std::unique_ptr<UpstreamConnection>>> UpstreamConnection:
   if (PQsetnonblocking(raw, 1) != 0) {
     co_return MakeError("08006", "upstream: cannot switch to non-blocking mode");
   }
-  // Every upstream transaction is read-only whatever a client sends
-  // (DESIGN.md §1: a pooled, read-only upstream connection). The search_path
-  // is pinned to pg_catalog alone: dpgate schema-qualifies every relation it
-  // forwards, so the path only decides which *functions, types and
-  // operators* an unqualified name means, and that must never be a
-  // user-defined one from a writable schema (docs/PROXY.md §1).
-  auto pin = co_await conn->Execute(
-      "SET default_transaction_read_only = on; SET search_path = pg_catalog");
+  if (Status pinned = co_await conn->Pin(); !pinned.ok()) co_return pinned.error();
+  conn->TakeNotices();
+  co_return std::move(conn);
+}
+
+// Every upstream transaction is read-only whatever a client sends
+// (DESIGN.md §1: a pooled, read-only upstream connection). The search_path
+// is pinned to pg_catalog alone: dpgate schema-qualifies every relation it
+// forwards, so the path only decides which *functions, types and
+// operators* an unqualified name means, and that must never be a
+// user-defined one from a writable schema (docs/PROXY.md §1). Connect and
+// Reset both run this, so a pooled session is pinned exactly like a new one.
+asio::awaitable<Status> UpstreamConnection::Pin() {
+  auto pin = co_await Execute("SET default_transaction_read_only = on; SET search_path = pg_catalog");
   if (!pin.ok()) co_return pin.error();
   if (pin->error.has_value()) {
     co_return MakeError("08006", "upstream refused the session settings: " + pin->error->message);
   }
-  conn->TakeNotices();
-  co_return std::move(conn);
+  co_return Status::Ok();
+}
+
+asio::awaitable<Status> UpstreamConnection::FlushOutput() {
+  while (true) {
+    const int f = PQflush(conn_);
+    if (f == 0) co_return Status::Ok();
+    if (f < 0) co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+    Status st = co_await Wait(true);
+    if (!st.ok()) co_return st;
+  }
 }
 
 asio::awaitable<Result<StatementOutcome>> UpstreamConnection::Execute(const std::string& sql) {
   if (PQsendQuery(conn_, sql.c_str()) != 1) {
     co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
   }
-  while (true) {
-    const int f = PQflush(conn_);
-    if (f == 0) break;
-    if (f < 0) co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
-    Status st = co_await Wait(true);
-    if (!st.ok()) co_return st.error();
+  co_return co_await CollectResults(nullptr);
+}
+
+asio::awaitable<Result<StatementOutcome>> UpstreamConnection::ExecuteWithParameters(
+    const std::string& sql, const BoundParameters& parameters, int result_format) {
+  const size_t n = parameters.values.size();
+  if (n > 65535 || parameters.formats.size() != n ||
+      (!parameters.types.empty() && parameters.types.size() > n)) {
+    co_return MakeError("08P01", "bound parameters do not match their formats");
   }
+  std::vector<Oid> types(n, 0);
+  for (size_t i = 0; i < parameters.types.size(); ++i) types[i] = parameters.types[i];
+  std::vector<const char*> values(n, nullptr);
+  std::vector<int> lengths(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    if (parameters.values[i].has_value()) {
+      values[i] = parameters.values[i]->data();
+      lengths[i] = static_cast<int>(parameters.values[i]->size());
+    }
+  }
+  if (PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(n), types.data(), values.data(),
+                        lengths.data(), parameters.formats.data(), result_format) != 1) {
+    co_return MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+  }
+  co_return co_await CollectResults(nullptr);
+}
+
+// GCC 12 reports -Wmismatched-new-delete on this coroutine's frame: Asio's
+// awaitable frame has a class-specific operator new and delete, which GCC's
+// inliner pairs wrongly with the global ones (a false positive; the frame is
+// allocated and freed by the same class operators).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+asio::awaitable<Result<StatementDescription>> UpstreamConnection::Describe(
+    const std::string& sql, const std::vector<uint32_t>& parameter_types) {
+  // At most 65535 types: the Parse message counts them in an int16.
+  std::vector<Oid> types(parameter_types.begin(), parameter_types.end());
+  Result<StatementDescription> result = StatementDescription{};
+  if (PQsendPrepare(conn_, "", sql.c_str(), static_cast<int>(types.size()), types.data()) != 1) {
+    result = MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+  } else {
+    auto prepared = co_await CollectResults(nullptr);
+    if (!prepared.ok()) {
+      result = prepared.error();
+    } else if (prepared->error.has_value()) {
+      result->error = prepared->error;
+    } else if (PQsendDescribePrepared(conn_, "") != 1) {
+      result = MakeError("08006", "upstream send failed: " + ConnectionError(conn_));
+    } else {
+      auto described = co_await CollectResults(&*result);
+      if (!described.ok()) {
+        result = described.error();
+      } else if (described->error.has_value()) {
+        result->error = described->error;
+      }
+    }
+  }
+  co_return result;
+}
+#pragma GCC diagnostic pop
+
+namespace {
+
+std::vector<wire::FieldDescription> FieldsOf(const PGresult* r) {
+  std::vector<wire::FieldDescription> fields;
+  const int nf = PQnfields(r);
+  for (int i = 0; i < nf; ++i) {
+    wire::FieldDescription f;
+    f.name = PQfname(r, i);
+    f.table_oid = static_cast<int32_t>(PQftable(r, i));
+    f.column_attr = static_cast<int16_t>(PQftablecol(r, i));
+    f.type_oid = static_cast<int32_t>(PQftype(r, i));
+    f.type_size = static_cast<int16_t>(PQfsize(r, i));
+    f.type_modifier = PQfmod(r, i);
+    f.format = static_cast<int16_t>(PQfformat(r, i));
+    fields.push_back(std::move(f));
+  }
+  return fields;
+}
+
+}  // namespace
+
+asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
+    StatementDescription* description) {
+  if (Status st = co_await FlushOutput(); !st.ok()) co_return st.error();
   StatementOutcome out;
   while (true) {
     while (PQisBusy(conn_) != 0) {
@@ -170,21 +265,17 @@ asio::awaitable<Result<StatementOutcome>> UpstreamConnection::Execute(const std:
       co_return MakeError("08006", "upstream entered COPY mode, which dpgate does not relay");
     } else if (!out.error.has_value()) {
       out.command_tag = PQcmdStatus(r);
-      if (status == PGRES_TUPLES_OK) {
+      if (description != nullptr) {
+        for (int i = 0; i < PQnparams(r); ++i) {
+          description->parameter_types.push_back(static_cast<int32_t>(PQparamtype(r, i)));
+        }
+        description->fields = FieldsOf(r);
+        description->has_rows = PQnfields(r) > 0;
+      } else if (status == PGRES_TUPLES_OK) {
         out.has_rows = true;
-        out.fields.clear();
+        out.fields = FieldsOf(r);
         out.rows.clear();
         const int nf = PQnfields(r);
-        for (int i = 0; i < nf; ++i) {
-          wire::FieldDescription f;
-          f.name = PQfname(r, i);
-          f.table_oid = static_cast<int32_t>(PQftable(r, i));
-          f.column_attr = static_cast<int16_t>(PQftablecol(r, i));
-          f.type_oid = static_cast<int32_t>(PQftype(r, i));
-          f.type_size = static_cast<int16_t>(PQfsize(r, i));
-          f.type_modifier = PQfmod(r, i);
-          out.fields.push_back(std::move(f));
-        }
         const int nr = PQntuples(r);
         out.rows.reserve(static_cast<size_t>(nr));
         for (int row = 0; row < nr; ++row) {
@@ -240,6 +331,59 @@ PGcancel* UpstreamConnection::MakeCancel() const {
 
 std::vector<wire::Diagnostic> UpstreamConnection::TakeNotices() {
   return std::exchange(notices_, {});
+}
+
+asio::awaitable<Status> UpstreamConnection::Reset() {
+  if (broken()) co_return MakeError("08006", "upstream connection lost");
+  const PGTransactionStatusType before = PQtransactionStatus(conn_);
+  // A statement still running (its holder went away mid-query) would have to
+  // be drained or cancelled first; closing the connection is simpler and rare.
+  if (before == PQTRANS_ACTIVE || before == PQTRANS_UNKNOWN) {
+    co_return MakeError("08006", "upstream connection is busy; it is closed instead of reused");
+  }
+  // DISCARD ALL refuses to run inside a transaction block, and the holder may
+  // have left one open (or failed).
+  if (before != PQTRANS_IDLE) {
+    auto rolled_back = co_await Execute("ROLLBACK");
+    if (!rolled_back.ok()) co_return rolled_back.error();
+    if (rolled_back->error.has_value()) co_return MakeError("08006", rolled_back->error->message);
+  }
+  // Its own message: a multi-statement query is an implicit transaction block.
+  auto discarded = co_await Execute("DISCARD ALL");
+  if (!discarded.ok()) co_return discarded.error();
+  if (discarded->error.has_value()) co_return MakeError("08006", discarded->error->message);
+  // DISCARD ALL ran RESET ALL, which undid the pins too.
+  if (Status pinned = co_await Pin(); !pinned.ok()) co_return pinned;
+  notices_.clear();
+  if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+    co_return MakeError("08006", "upstream session did not return to idle after the reset");
+  }
+  co_return Status::Ok();
+}
+
+bool UpstreamConnection::IdleAndHealthy() const {
+  if (PQstatus(conn_) != CONNECTION_OK || PQtransactionStatus(conn_) != PQTRANS_IDLE) return false;
+  const int fd = PQsocket(conn_);
+  if (fd < 0) return false;
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLIN | POLLRDHUP;
+  // Any event, or a failed poll, and the connection is not trusted: closing
+  // a good one costs a reconnect, reusing a dead one costs a client's query.
+  return ::poll(&p, 1, 0) == 0;
+}
+
+void UpstreamConnection::Rehome(const asio::any_io_executor& executor) {
+  if (executor_ == executor) return;
+  socket_.reset();
+  socket_fd_ = -1;
+  executor_ = executor;
+}
+
+void UpstreamConnection::Park() {
+  socket_.reset();
+  socket_fd_ = -1;
+  executor_ = asio::any_io_executor();
 }
 
 }  // namespace dpgate::proxy

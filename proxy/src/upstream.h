@@ -27,6 +27,23 @@ struct StatementOutcome {
   std::optional<wire::Diagnostic> error;  // the upstream's ErrorResponse
 };
 
+// The values a client bound to an extended-protocol statement, passed to the
+// upstream as they came (libpq takes per-parameter formats; §55.2.3).
+struct BoundParameters {
+  std::vector<uint32_t> types;  // 0: the server infers the type
+  std::vector<std::optional<std::string>> values;
+  std::vector<int> formats;  // one per value: 0 text, 1 binary
+};
+
+// What the upstream says about a statement without running it: the types of
+// its parameters and its result columns (empty fields and !has_rows: NoData).
+struct StatementDescription {
+  std::vector<int32_t> parameter_types;
+  std::vector<wire::FieldDescription> fields;
+  bool has_rows = false;
+  std::optional<wire::Diagnostic> error;  // the upstream's ErrorResponse
+};
+
 class UpstreamConnection {
  public:
   ~UpstreamConnection();
@@ -43,6 +60,17 @@ class UpstreamConnection {
   // in StatementOutcome::error; a broken connection is an Error.
   boost::asio::awaitable<Result<StatementOutcome>> Execute(const std::string& sql);
 
+  // Runs one statement with bound parameters (the extended protocol's
+  // unnamed statement upstream); `result_format` 0 text or 1 binary for every
+  // column (libpq cannot ask per column; the session converts).
+  boost::asio::awaitable<Result<StatementOutcome>> ExecuteWithParameters(
+      const std::string& sql, const BoundParameters& parameters, int result_format);
+
+  // Prepares `sql` as the upstream's unnamed statement and describes it.
+  // Nothing runs.
+  boost::asio::awaitable<Result<StatementDescription>> Describe(
+      const std::string& sql, const std::vector<uint32_t>& parameter_types);
+
   // The transaction status to report in ReadyForQuery: 'I', 'T' or 'E'.
   char TransactionStatus() const;
   bool broken() const;
@@ -55,10 +83,35 @@ class UpstreamConnection {
   // Notices the upstream sent (relayed to the client after the statement).
   std::vector<wire::Diagnostic> TakeNotices();
 
+  // ---- For UpstreamPool (upstream_pool.h) ----
+  // Brings a used session back to exactly what Connect leaves: ends any
+  // transaction, DISCARD ALL (settings, prepared statements, cursors, temp
+  // tables, LISTENs, advisory locks), then pins again. An error means the
+  // connection must be closed rather than reused.
+  boost::asio::awaitable<Status> Reset();
+  // Without blocking: true when an idle connection can be handed out. An idle
+  // session has nothing to say, so a readable socket (a FATAL from
+  // pg_terminate_backend or a shutdown, EOF, an error) means it is gone.
+  bool IdleAndHealthy() const;
+  // Moves the socket waits to `executor` (the strand of the next holder);
+  // only while no operation is pending. Asio then waits on a new dup().
+  void Rehome(const boost::asio::any_io_executor& executor);
+  // Drops the Asio side (the dup and the executor) while the connection sits
+  // idle in the pool, so an idle connection belongs to no thread; Rehome
+  // before the next use.
+  void Park();
+  const boost::asio::any_io_executor& executor() const { return executor_; }
+
  private:
   UpstreamConnection(boost::asio::any_io_executor executor, PGconn* conn);
   boost::asio::awaitable<Status> Wait(bool for_write, bool readopt = false);
   Status AdoptSocket(bool force);
+  boost::asio::awaitable<Status> Pin();
+  boost::asio::awaitable<Status> FlushOutput();
+  // Reads every result of the statement just sent. With `description`, a
+  // describe result's parameter types and columns are stored there.
+  boost::asio::awaitable<Result<StatementOutcome>> CollectResults(
+      StatementDescription* description);
 
   boost::asio::any_io_executor executor_;
   PGconn* conn_;

@@ -63,7 +63,8 @@ struct ServeFixture {
   explicit ServeFixture(const std::string& extra_config = "",
                         const std::string& schema_sql = kSchemaSql,
                         const std::string& readable = "public.people, public.lookup",
-                        const std::string& datasets_yaml = kDatasetsYaml) {
+                        const std::string& datasets_yaml = kDatasetsYaml,
+                        const std::string& auth = "scram") {
     db = CreateTestDatabase(pg, "serve");
     // Roles are cluster-wide: each fixture has its own, named after its
     // database, so tests can run in parallel.
@@ -97,7 +98,7 @@ struct ServeFixture {
         << "listen: { host: 127.0.0.1, port: " << port << " }\n"
         << "upstream: { dsn: \"" << base << " user=" << reader << " password=reader-pw\" }\n"
         << "ledger: { dsn: \"" << base << " user=" << ledger << " password=ledger-pw\" }\n"
-        << "auth: scram\n"
+        << "auth: " << auth << "\n"
         << "analysts:\n"
         << "  - name: alice\n    scram: \"" << alice->ToString() << "\"\n"
         << "    budget: { epsilon: 100, delta: 1.0e-3, period: month }\n"

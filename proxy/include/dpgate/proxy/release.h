@@ -71,6 +71,12 @@ struct PlannedRelease {
 };
 Result<PlannedRelease> PlanRelease(const rewriter::ReleasePlan& plan, const QueryBudget& budget);
 
+// The released columns' names and types, from the plan and the types of the
+// rewritten SQL's columns: what Describe answers before anything runs, and
+// exactly what ApplyReleasePlan sends.
+Result<std::vector<Released::Field>> ReleasedFields(const rewriter::ReleasePlan& plan,
+                                                    const std::vector<int32_t>& sql_column_types);
+
 // Noises and releases `upstream` per `plan`. Errors (a column that does not
 // parse as a number, a row of the wrong width) mean the upstream result is not
 // what the plan expects: the caller sends a generic error, never the rows.
