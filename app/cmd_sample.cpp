@@ -109,7 +109,13 @@ int RunSample(const Args& args) {
       continue;
     }
     const std::optional<double> v = ParseDouble(text);
-    if (!v) return Fail(flag + " needs a finite number, got '" + text + "'");
+    if (!v) {
+      std::string message = flag;
+      message += " needs a finite number, got '";
+      message += text;
+      message += "'";
+      return Fail(message);
+    }
     if (flag == "--epsilon") {
       epsilon = *v;
     } else if (flag == "--delta") {

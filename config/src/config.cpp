@@ -35,6 +35,10 @@ const char* ToString(Period period) {
   return "unknown";
 }
 
+const char* ToString(PoolMode mode) {
+  return mode == PoolMode::kTransaction ? "transaction" : "session";
+}
+
 const char* ToString(Mechanism mechanism) {
   switch (mechanism) {
     case Mechanism::kLaplace:

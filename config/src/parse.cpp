@@ -328,7 +328,7 @@ std::string Walker::ReadDsn(const Field& f) {
 }
 
 void Walker::ReadUpstream(const Field& f, Upstream* out) {
-  const auto entries = Map(f, {"dsn", "pool_size"});
+  const auto entries = Map(f, {"dsn", "pool_size", "pool_mode"});
   if (!entries) return;
   if (const Field* dsn = Require(
           *entries, f, "dsn", "the libpq connection string of the warehouse (a read-only role)")) {
@@ -336,6 +336,11 @@ void Walker::ReadUpstream(const Field& f, Upstream* out) {
   }
   if (const Field* pool = Get(*entries, "pool_size")) {
     if (auto value = Integer(*pool, 1, 1024)) out->pool_size = static_cast<int>(*value);
+  }
+  if (const Field* mode = Get(*entries, "pool_mode")) {
+    if (auto word = OneOf(*mode, {"session", "transaction"})) {
+      out->pool_mode = *word == "transaction" ? PoolMode::kTransaction : PoolMode::kSession;
+    }
   }
 }
 

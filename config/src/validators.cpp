@@ -249,8 +249,12 @@ Checked<std::string> SubstituteEnv(
     }
     const auto value = lookup(name);
     if (!value) {
-      return R::Bad("environment variable " + name + " (referenced as ${" + name +
-                    "}) is not set; set it in dpgate's environment");
+      std::string message = "environment variable ";
+      message += name;
+      message += " (referenced as ${";
+      message += name;
+      message += "}) is not set; set it in dpgate's environment";
+      return R::Bad(message);
     }
     out += *value;
     i = close + 1;

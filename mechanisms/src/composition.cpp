@@ -39,7 +39,10 @@ double CksEpsilon(double rho, double delta, double alpha) {
 double RhoToEpsilonCks(double rho, double delta) {
   // Scan α = 1 + 10^x, then refine by golden section around the best point.
   double best_x = 0, best = INFINITY;
-  for (double x = -8; x <= 12; x += 0.01) {
+  // An integer counter: a float one would accumulate rounding (and drift
+  // past the end point).
+  for (int step = 0; step <= 2000; ++step) {
+    const double x = -8 + 0.01 * step;
     const double e = CksEpsilon(rho, delta, 1 + std::pow(10.0, x));
     if (e < best) {
       best = e;

@@ -74,7 +74,9 @@ TailBounds TailBeyondHead(double c, double sigma) {
   }
   double head_lower = 0, head_upper = 0;
   if (y0 - c <= 131072) {
-    for (double y = c; y < y0; ++y) head_lower += Density(y, sigma);
+    // At most 131072 terms; the counter is an integer so that it is exact.
+    const auto terms = static_cast<int64_t>(std::ceil(y0 - c));
+    for (int64_t i = 0; i < terms; ++i) head_lower += Density(c + static_cast<double>(i), sigma);
     head_upper = head_lower;
   } else {
     const double middle = GaussIntegralFrom(c, sigma) - GaussIntegralFrom(y0, sigma);

@@ -47,16 +47,16 @@ class QuantityNoise {
       if (gaussian) {
         auto g = mech::DiscreteGaussian::Build(loss.epsilon, loss.delta, s);
         if (!g.ok()) return g.error();
-        return QuantityNoise(Noise(std::move(*g)));
+        return QuantityNoise(Noise(*g));
       }
       auto l = mech::DiscreteLaplace::Build(loss.epsilon, s);
       if (!l.ok()) return l.error();
-      return QuantityNoise(Noise(std::move(*l)));
+      return QuantityNoise(Noise(*l));
     }
     auto r = gaussian ? mech::SnappedNoise::BuildGaussian(loss.epsilon, loss.delta, s)
                       : mech::SnappedNoise::BuildLaplace(loss.epsilon, s);
     if (!r.ok()) return r.error();
-    return QuantityNoise(Noise(std::move(*r)));
+    return QuantityNoise(Noise(*r));
   }
 
   double Add(double value, mech::RandomSource& rng) const {
@@ -93,7 +93,7 @@ class QuantityNoise {
 
  private:
   using Noise = std::variant<mech::DiscreteLaplace, mech::DiscreteGaussian, mech::SnappedNoise>;
-  explicit QuantityNoise(Noise n) : noise_(std::move(n)) {}
+  explicit QuantityNoise(const Noise& n) : noise_(n) {}
   Noise noise_;
 };
 
@@ -151,7 +151,7 @@ Result<Calibration> Calibrate(const ReleasePlan& plan, const QueryBudget& budget
       auto noise = QuantityNoise::Build(q, split->per_aggregate(), budget.mechanism);
       if (!noise.ok()) return noise.error();
       receipt.epsilon += split->per_aggregate().epsilon;
-      cal.column_noise[i].push_back(std::move(*noise));
+      cal.column_noise[i].push_back(*noise);
     }
     if (!cal.column_noise[i].empty()) {
       const auto& main = cal.column_noise[i].front();

@@ -33,6 +33,7 @@
 #include "dpgate/rewriter/plan_cache.h"
 #include "dpgate/rewriter/rewriter.h"
 #include "upstream.h"
+#include "upstream_pool.h"
 
 namespace dpgate::proxy {
 namespace asio = boost::asio;
@@ -66,6 +67,8 @@ struct ServerState {
   // Streams need a context even when TLS is off; this one never handshakes.
   asio::ssl::context plain{asio::ssl::context::tls_server};
   std::unique_ptr<accountant::AsyncLedger> ledger;
+  // Upstream connections, shared by every session (docs/PROXY.md §1 item 3).
+  std::unique_ptr<UpstreamPool> pool;
   // Blocking ledger reads (SHOW dp.budget) and cancel requests run here, never
   // on an I/O thread.
   asio::thread_pool blocking{2};
@@ -226,6 +229,7 @@ struct Portal {
 // Bounds on what one client can make dpgate hold.
 constexpr size_t kMaxPreparedPerSession = 10000;
 constexpr size_t kFlushThreshold = 256 * 1024;
+constexpr size_t kMaxSessionSets = 1024;
 
 // The columns of dpgate's own answers (DESIGN.md §3), for Describe and for
 // the answers themselves.
@@ -328,6 +332,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> HandleQuery(const std::string& sql);
   awaitable<Status> ConnectUpstream();
   awaitable<bool> EnsureUpstream();
+  void MaybeReleaseUpstream();
   awaitable<std::optional<StatementReply>> RunStatement(const rewriter::StatementResult& st,
                                                         const BoundParameters* parameters,
                                                         int result_format);
@@ -373,7 +378,12 @@ class Session : public std::enable_shared_from_this<Session> {
   wire::FrameDecoder decoder_;
   wire::BackendWriter out_;
   std::string analyst_;
-  std::unique_ptr<UpstreamConnection> upstream_;
+  // Held from the first statement that needs the upstream; in transaction
+  // pooling given back whenever no transaction is open.
+  UpstreamLease upstream_;
+  // Forwarded SET/RESET statements, replayed on a new upstream connection in
+  // transaction pooling (a returned connection is reset with DISCARD ALL).
+  std::vector<std::string> session_sets_;
   rewriter::SessionContext rw_session_;
   double epsilon_ = 0;
   double delta_ = 0;
@@ -479,6 +489,7 @@ awaitable<void> Session::Run() {
     }
   }
   Close();
+  upstream_.Release();
   if (cancel_key_) {
     std::lock_guard lock(state_.sessions_mutex);
     state_.sessions.erase(*cancel_key_);
@@ -575,18 +586,28 @@ awaitable<bool> Session::Startup() {
       if (name == allowed) session_parameters_.emplace_back(name, value);
     }
   }
-  Status connected = co_await ConnectUpstream();
-  if (!connected.ok()) {
-    co_await Fatal(connected.error().code, connected.error().message);
+  // No upstream connection is taken until a statement needs one: the server
+  // parameters come from the pool (cached from its newest connection), and
+  // the client's own startup values are reported as the client set them.
+  auto server_parameters = co_await state_.pool->GetServerParameters();
+  if (!server_parameters.ok()) {
+    spdlog::warn("session {} analyst={}: upstream unavailable ({})", peer_, analyst_,
+                 server_parameters.error().code);
+    co_await Fatal("08006", "the upstream database is unavailable; try again later");
     co_return false;
   }
-  upstream_->TakeNotices();
-
   out_.AuthenticationOk();
   for (const char* p :
        {"server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
         "IntervalStyle", "integer_datetimes", "standard_conforming_strings", "application_name"}) {
-    out_.ParameterStatus(p, upstream_->ParameterStatus(p));
+    std::string value;
+    for (const auto& [name, v] : *server_parameters) {
+      if (name == p) value = v;
+    }
+    for (const auto& [name, v] : session_parameters_) {
+      if (name == p) value = v;
+    }
+    out_.ParameterStatus(p, value);
   }
   out_.ParameterStatus("is_superuser", "off");
   out_.ParameterStatus("session_authorization", analyst_);
@@ -671,27 +692,43 @@ void Session::Audit(const rewriter::StatementResult& st, const std::string& outc
 }
 
 awaitable<Status> Session::ConnectUpstream() {
-  auto upstream =
-      co_await UpstreamConnection::Connect(stream_.get_executor(), state_.config.upstream.dsn);
-  if (!upstream.ok()) {
-    spdlog::warn("session {} analyst={}: upstream unavailable ({})", peer_, analyst_,
-                 upstream.error().code);
+  auto lease = co_await state_.pool->Acquire();
+  if (!lease.ok()) {
+    spdlog::warn("session {} analyst={}: no upstream connection ({})", peer_, analyst_,
+                 lease.error().code);
+    if (lease.error().code == "53300") co_return lease.error();
     co_return MakeError("08006", "the upstream database is unavailable; try again later");
   }
+  // A pooled connection comes back reset: apply this client's settings.
   for (const auto& [name, value] : session_parameters_) {
     // The value goes in as a quoted literal through set_config, never spliced.
     std::string literal = "'";
     for (char c : value) literal += (c == '\'') ? std::string("''") : std::string(1, c);
     literal += "'";
-    auto r = co_await (*upstream)->Execute("SELECT pg_catalog.set_config('" + name + "', " +
-                                           literal + ", false)");
+    auto r = co_await (*lease)->Execute("SELECT pg_catalog.set_config('" + name + "', " + literal +
+                                        ", false)");
     if (!r.ok() || r->error.has_value()) {
       co_return MakeError("22023", "invalid value for startup parameter \"" + name + "\"");
     }
   }
-  (*upstream)->TakeNotices();
-  upstream_ = std::move(*upstream);
+  for (const auto& sql : session_sets_) {
+    auto r = co_await (*lease)->Execute(sql);
+    if (!r.ok() || r->error.has_value()) {
+      co_return MakeError("08006", "could not restore this session's settings upstream");
+    }
+  }
+  (*lease)->TakeNotices();
+  upstream_ = std::move(*lease);
   co_return Status::Ok();
+}
+
+// Gives the connection back to the pool when the pool's mode says so (after a
+// statement that left no transaction open, in transaction pooling) or when it
+// broke.
+void Session::MaybeReleaseUpstream() {
+  if (upstream_ && portals_.empty() && state_.pool->ShouldReleaseAfterStatement(upstream_)) {
+    upstream_.Release();
+  }
 }
 
 // An upstream that broke (restart, terminated backend) is replaced before the
@@ -699,12 +736,13 @@ awaitable<Status> Session::ConnectUpstream() {
 // and the session goes on once the upstream is back.
 awaitable<bool> Session::EnsureUpstream() {
   if (upstream_ && !upstream_->broken()) co_return true;
+  if (upstream_) upstream_.Discard();
   Status st = co_await ConnectUpstream();
   if (!st.ok()) {
     SendError(MakeDiagnostic(st.error().code, st.error().message));
     co_return false;
   }
-  spdlog::info("session {} analyst={}: upstream reconnected", peer_, analyst_);
+  spdlog::debug("session {} analyst={}: upstream connection taken", peer_, analyst_);
   co_return true;
 }
 
@@ -755,6 +793,7 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     for (const auto& n : reply->notices_after) out_.NoticeResponse(n);
   }
   out_.ReadyForQuery(TransactionStatus());
+  MaybeReleaseUpstream();
 }
 
 void Session::SendRefusal(const rewriter::StatementResult& st,
@@ -821,8 +860,20 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
         reply.tag = "SET";
         co_return reply;
       }
-      auto reply = co_await Forward(st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql,
-                                    parameters, result_format);
+      const std::string& sql = st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql;
+      auto reply = co_await Forward(sql, parameters, result_format);
+      if (reply.has_value() && st.statement_class == rewriter::StatementClass::kSession &&
+          state_.config.upstream.pool_mode == config::PoolMode::kTransaction &&
+          (reply->tag == "SET" || reply->tag == "RESET") && sql.rfind("SET LOCAL", 0) != 0) {
+        // Replayed on the next pooled connection (docs/CONFIG.md, pooling).
+        if (session_sets_.size() >= kMaxSessionSets) {
+          SendError(MakeDiagnostic("54000", "too many SET statements in one session",
+                                   "with upstream.pool_mode: transaction dpgate replays at most " +
+                                       std::to_string(kMaxSessionSets)));
+          co_return std::nullopt;
+        }
+        session_sets_.push_back(sql);
+      }
       Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
       co_return reply;
     }
@@ -1092,6 +1143,7 @@ awaitable<bool> Session::HandleExtended(const wire::Frame& frame) {
     skip_until_sync_ = false;
     if (TransactionStatus() == 'I') portals_.clear();
     out_.ReadyForQuery(TransactionStatus());
+    MaybeReleaseUpstream();
     co_return co_await Flush();
   }
   if (frame.type == 'H') co_return co_await Flush();
@@ -1556,6 +1608,14 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
   if (!ledger.ok()) return MakeError("ledger", "ledger: " + ledger.error().message);
   state.ledger = std::move(*ledger);
 
+  UpstreamPoolOptions pool_options;
+  pool_options.dsn = config.upstream.dsn;
+  pool_options.max_size = config.upstream.pool_size;
+  pool_options.mode = config.upstream.pool_mode == config::PoolMode::kTransaction
+                          ? PoolMode::kTransaction
+                          : PoolMode::kSession;
+  state.pool = std::make_unique<UpstreamPool>(io.get_executor(), pool_options);
+
   tcp::acceptor acceptor(io);
   boost::system::error_code ec;
   auto address = asio::ip::make_address(
@@ -1617,6 +1677,7 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
   for (int i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
   io.run();
   for (auto& t : pool) t.join();
+  state.pool->Close();
   state.ledger->Shutdown(true);
   state.blocking.join();
   spdlog::info("dpgate stopped");

@@ -138,7 +138,8 @@ asio::awaitable<Result<std::unique_ptr<UpstreamConnection>>> UpstreamConnection:
 // user-defined one from a writable schema (docs/PROXY.md §1). Connect and
 // Reset both run this, so a pooled session is pinned exactly like a new one.
 asio::awaitable<Status> UpstreamConnection::Pin() {
-  auto pin = co_await Execute("SET default_transaction_read_only = on; SET search_path = pg_catalog");
+  auto pin =
+      co_await Execute("SET default_transaction_read_only = on; SET search_path = pg_catalog");
   if (!pin.ok()) co_return pin.error();
   if (pin->error.has_value()) {
     co_return MakeError("08006", "upstream refused the session settings: " + pin->error->message);

@@ -64,7 +64,8 @@ struct ServeFixture {
                         const std::string& schema_sql = kSchemaSql,
                         const std::string& readable = "public.people, public.lookup",
                         const std::string& datasets_yaml = kDatasetsYaml,
-                        const std::string& auth = "scram") {
+                        const std::string& auth = "scram",
+                        const std::string& upstream_options = "") {
     db = CreateTestDatabase(pg, "serve");
     // Roles are cluster-wide: each fixture has its own, named after its
     // database, so tests can run in parallel.
@@ -96,7 +97,8 @@ struct ServeFixture {
     const std::string base = "host=127.0.0.1 port=" + std::to_string(pg.port) + " dbname=" + db;
     std::ofstream(dir + "/dpgate.yaml")
         << "listen: { host: 127.0.0.1, port: " << port << " }\n"
-        << "upstream: { dsn: \"" << base << " user=" << reader << " password=reader-pw\" }\n"
+        << "upstream: { dsn: \"" << base << " user=" << reader << " password=reader-pw\""
+        << upstream_options << " }\n"
         << "ledger: { dsn: \"" << base << " user=" << ledger << " password=ledger-pw\" }\n"
         << "auth: " << auth << "\n"
         << "analysts:\n"

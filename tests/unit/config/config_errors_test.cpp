@@ -285,6 +285,13 @@ TEST_CASE("pool_size range", "[config]") {
              Contains("dpgate.yaml:1: upstream.pool_size: must be between 1 and 1024, got 5000"));
 }
 
+TEST_CASE("pool_mode is session or transaction", "[config]") {
+  CHECK_THAT(ErrorOf(Mutate("user=reader\" }", "user=reader\", pool_mode: statement }")),
+             Contains("dpgate.yaml:1: upstream.pool_mode:"));
+  CHECK_THAT(ErrorOf(Mutate("user=reader\" }", "user=reader\", pool_mode: statement }")),
+             Contains("transaction"));
+}
+
 TEST_CASE("port range", "[config]") {
   CHECK_THAT(ErrorOf(kMinimal + "listen: { host: 127.0.0.1, port: 70000 }\n"),
              Contains("dpgate.yaml:15: listen.port: must be between 1 and 65535, got 70000"));

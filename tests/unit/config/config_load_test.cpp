@@ -85,6 +85,7 @@ TEST_CASE("the DESIGN.md example loads with every field", "[config]") {
   CHECK(c.tls->key == (dir.path / "server.key").string());
   CHECK(c.upstream.dsn == "host=127.0.0.1 port=5432 dbname=warehouse user=dp_reader password=...");
   CHECK(c.upstream.pool_size == 16);
+  CHECK(c.upstream.pool_mode == dpgate::config::PoolMode::kSession);
   CHECK(c.ledger.dsn == "host=127.0.0.1 port=5432 dbname=warehouse user=dp_ledger password=...");
   CHECK(c.ledger.schema == "dp_ledger");
   CHECK(c.auth == AuthMode::kScram);
@@ -170,6 +171,7 @@ datasets:
   CHECK(c.listen.port == 6543);
   CHECK_FALSE(c.tls.has_value());
   CHECK(c.upstream.pool_size == 16);
+  CHECK(c.upstream.pool_mode == dpgate::config::PoolMode::kSession);
   CHECK(c.ledger.schema == "dp_ledger");
   CHECK(c.auth == AuthMode::kScram);
   CHECK(c.analysts[0].budget.delta == 0.0);

@@ -17,10 +17,14 @@ namespace dpgate::config {
 enum class AuthMode { kScram, kTrust };
 enum class Period { kDay, kWeek, kMonth, kNever };
 enum class Mechanism { kLaplace, kGaussian };
+// Session pooling: a client keeps one upstream connection while connected;
+// transaction pooling: it holds one only while a statement or transaction runs.
+enum class PoolMode { kSession, kTransaction };
 
 const char* ToString(AuthMode mode);
 const char* ToString(Period period);
 const char* ToString(Mechanism mechanism);
+const char* ToString(PoolMode mode);
 
 // A privacy budget. Invariants: 0 < epsilon (finite), 0 <= delta < 1.
 struct Budget {
@@ -43,6 +47,7 @@ struct Tls {
 struct Upstream {
   std::string dsn;     // libpq connection string; non-empty
   int pool_size = 16;  // 1..1024
+  PoolMode pool_mode = PoolMode::kSession;
 };
 
 struct Ledger {

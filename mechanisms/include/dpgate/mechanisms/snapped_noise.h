@@ -62,7 +62,7 @@ class SnappedNoise {
 
  private:
   SnappedNoise(NoiseKind kind, double g, std::variant<DiscreteLaplace, DiscreteGaussian> noise)
-      : kind_(kind), granularity_(g), noise_(std::move(noise)) {}
+      : kind_(kind), granularity_(g), noise_(noise) {}
   NoiseKind kind_;
   double granularity_;
   std::variant<DiscreteLaplace, DiscreteGaussian> noise_;
