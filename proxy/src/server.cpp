@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -18,6 +19,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -64,8 +66,6 @@ struct ServerState {
   // (docs/REWRITER.md §13).
   rewriter::PlanCache plans;
   std::optional<asio::ssl::context> tls;
-  // Streams need a context even when TLS is off; this one never handshakes.
-  asio::ssl::context plain{asio::ssl::context::tls_server};
   std::unique_ptr<accountant::AsyncLedger> ledger;
   // Upstream connections, shared by every session (docs/PROXY.md §1 item 3).
   std::unique_ptr<UpstreamPool> pool;
@@ -285,18 +285,56 @@ StatementReply ReleasedReply(const Released& released) {
   return reply;
 }
 
+// True when `sql` has a parameter reference ($1, $2, ...) outside string
+// literals and quoted identifiers.
+bool MentionsParameter(std::string_view sql) {
+  char quote = 0;
+  for (size_t i = 0; i < sql.size(); ++i) {
+    const char c = sql[i];
+    if (quote != 0) {
+      if (c == quote) quote = 0;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+    } else if (c == '$' && i + 1 < sql.size() && sql[i + 1] >= '0' && sql[i + 1] <= '9' &&
+               (i == 0 ||
+                !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_'))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The statement name of a deparsed `DEALLOCATE [PREPARE] name` (quoted or
+// not); nullopt for DEALLOCATE ALL.
+std::optional<std::string> DeallocatedName(std::string_view sql) {
+  std::string_view rest = sql.substr(std::string_view("DEALLOCATE ").size());
+  if (rest.rfind("PREPARE ", 0) == 0) rest.remove_prefix(8);
+  if (rest == "ALL") return std::nullopt;
+  if (rest.size() >= 2 && rest.front() == '"' && rest.back() == '"') {
+    std::string name;
+    for (size_t i = 1; i + 1 < rest.size(); ++i) {
+      name += rest[i];
+      if (rest[i] == '"') ++i;  // "" is one quote
+    }
+    return name;
+  }
+  return std::string(rest);
+}
+
 // ---- One client connection -------------------------------------------------
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(ServerState& state, tcp::socket socket)
       : state_(state),
-        stream_(std::move(socket), state.tls ? *state.tls : state.plain),
-        deadline_(stream_.get_executor()),
+        socket_(std::move(socket)),
+        deadline_(socket_.get_executor()),
         decoder_(state.options.limits) {}
 
   awaitable<void> Run();
-  asio::any_io_executor executor() { return stream_.get_executor(); }
+  asio::any_io_executor executor() { return socket_.get_executor(); }
   // Runs on the session's strand; the blocking cancel runs on the pool.
   void CancelUpstream() {
     if (!upstream_) return;
@@ -315,10 +353,11 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   awaitable<bool> ReadFrame(wire::Frame* frame, std::chrono::seconds timeout);
   awaitable<bool> Flush();
+  void ReadAvailable(boost::system::error_code* ec);
   void Close() {
     boost::system::error_code ec;
-    stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.next_layer().close(ec);
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
   }
   awaitable<void> Fatal(const std::string& sqlstate, const std::string& message,
                         const std::string& hint = "") {
@@ -332,6 +371,8 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> HandleQuery(const std::string& sql);
   awaitable<Status> ConnectUpstream();
   awaitable<bool> EnsureUpstream();
+  std::optional<std::optional<StatementReply>> RunLocalSessionStatement(
+      const rewriter::StatementResult& st);
   void MaybeReleaseUpstream();
   awaitable<std::optional<StatementReply>> RunStatement(const rewriter::StatementResult& st,
                                                         const BoundParameters* parameters,
@@ -372,7 +413,10 @@ class Session : public std::enable_shared_from_this<Session> {
              double delta, size_t rows, std::chrono::steady_clock::time_point started) const;
 
   ServerState& state_;
-  asio::ssl::stream<tcp::socket> stream_;
+  tcp::socket socket_;
+  // Created only when the client asks for TLS: an idle plain connection must
+  // not carry a TLS engine and its two record buffers (~40 KiB).
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
   bool tls_active_ = false;
   asio::steady_timer deadline_;
   wire::FrameDecoder decoder_;
@@ -402,13 +446,20 @@ awaitable<bool> Session::Flush() {
   const std::string data = out_.Take();
   boost::system::error_code ec;
   if (tls_active_) {
-    co_await asio::async_write(stream_, asio::buffer(data),
-                               asio::redirect_error(use_awaitable, ec));
+    co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
   } else {
-    co_await asio::async_write(stream_.next_layer(), asio::buffer(data),
+    co_await asio::async_write(socket_, asio::buffer(data),
                                asio::redirect_error(use_awaitable, ec));
   }
   co_return !ec;
+}
+
+// Reads what the (readable) plain socket holds into the decoder. End of
+// stream is an error (the client went away).
+void Session::ReadAvailable(boost::system::error_code* ec) {
+  std::array<char, 16384> buf;
+  const size_t n = socket_.read_some(asio::buffer(buf), *ec);
+  if (!*ec) decoder_.Append(std::string_view(buf.data(), n));
 }
 
 awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds timeout) {
@@ -429,25 +480,27 @@ awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds time
         if (!ec) self->Close();
       });
     }
-    char buf[16384];
     boost::system::error_code ec;
-    size_t n = 0;
     if (tls_active_) {
-      n = co_await stream_.async_read_some(asio::buffer(buf),
-                                           asio::redirect_error(use_awaitable, ec));
+      std::array<char, 16384> buf;
+      const size_t n = co_await tls_->async_read_some(asio::buffer(buf),
+                                                      asio::redirect_error(use_awaitable, ec));
+      if (!ec) decoder_.Append(std::string_view(buf.data(), n));
     } else {
-      n = co_await stream_.next_layer().async_read_some(asio::buffer(buf),
-                                                        asio::redirect_error(use_awaitable, ec));
+      // Wait for readability first and read in a plain function, so that an
+      // idle session's suspended frame holds no read buffer (memory per idle
+      // client; docs/PROXY.md §2).
+      co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
+      if (!ec) ReadAvailable(&ec);
     }
     deadline_.cancel();
     if (ec) co_return false;  // closed, reset, or timed out: nothing to answer
-    decoder_.Append(std::string_view(buf, n));
   }
 }
 
 awaitable<void> Session::Run() {
   boost::system::error_code ec;
-  auto ep = stream_.next_layer().remote_endpoint(ec);
+  auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port());
   if (state_.connections.fetch_add(1) >= state_.options.max_connections) {
     co_await Fatal("53300", "sorry, too many clients already",
@@ -523,8 +576,9 @@ awaitable<bool> Session::Startup() {
           co_return false;
         }
         boost::system::error_code ec;
-        co_await stream_.async_handshake(asio::ssl::stream_base::server,
-                                         asio::redirect_error(use_awaitable, ec));
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *state_.tls);
+        co_await tls_->async_handshake(asio::ssl::stream_base::server,
+                                       asio::redirect_error(use_awaitable, ec));
         if (ec) {
           Close();
           co_return false;
@@ -731,6 +785,44 @@ void Session::MaybeReleaseUpstream() {
   }
 }
 
+// Session statements about state dpgate keeps itself. The protocol-level
+// prepared statements live in dpgate (SQL-level PREPARE is refused), so
+// DEALLOCATE is answered here — psqlODBC frees its statements this way — and
+// DISCARD ALL also hands the upstream connection back to the pool, whose
+// reset restores dpgate's pins (forwarding it would drop them). Returns
+// nullopt when the statement is not one of these; an inner nullopt when an
+// error was sent.
+std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
+    const rewriter::StatementResult& st) {
+  const std::string& sql = st.rewritten_sql;
+  StatementReply reply;
+  if (sql.rfind("DEALLOCATE ", 0) == 0) {
+    const auto name = DeallocatedName(sql);
+    if (!name.has_value()) {
+      statements_.clear();
+    } else if (statements_.erase(*name) == 0) {
+      SendError(MakeDiagnostic("26000", "prepared statement \"" + *name + "\" does not exist"));
+      return std::optional<StatementReply>();
+    }
+    reply.tag = name.has_value() ? "DEALLOCATE" : "DEALLOCATE ALL";
+    return reply;
+  }
+  if (sql == "DISCARD ALL") {
+    if (TransactionStatus() != 'I') {
+      SendError(MakeDiagnostic("25001", "DISCARD ALL cannot run inside a transaction block"));
+      return std::optional<StatementReply>();
+    }
+    statements_.clear();
+    portals_.clear();
+    session_sets_.clear();
+    rw_session_.search_path = rewriter::SessionContext{}.search_path;
+    upstream_.Release();  // reset by the pool; the next statement takes one
+    reply.tag = "DISCARD ALL";
+    return reply;
+  }
+  return std::nullopt;
+}
+
 // An upstream that broke (restart, terminated backend) is replaced before the
 // next statement: the client saw an error for the statement that was running,
 // and the session goes on once the upstream is back.
@@ -832,6 +924,11 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
   co_return reply;
 }
 
+// GCC 12 reports -Wmismatched-new-delete on this coroutine's frame (Asio's
+// class-specific frame operators paired wrongly by the inliner: a false
+// positive, as in upstream.cpp's Describe).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::StatementResult& st,
                                                                const BoundParameters* parameters,
                                                                int result_format) {
@@ -850,6 +947,12 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
             "leave these columns out of the catalog query"));
         Audit(st, "refused", 0, 0, 0, started);
         co_return std::nullopt;
+      }
+      if (st.statement_class == rewriter::StatementClass::kSession) {
+        if (auto local = RunLocalSessionStatement(st); local.has_value()) {
+          Audit(st, local->has_value() ? "local" : "refused", 0, 0, 0, started);
+          co_return std::move(*local);
+        }
       }
       if (st.new_search_path.has_value()) {
         // dpgate keeps the session's search_path itself and resolves names
@@ -887,6 +990,7 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
   }
   co_return std::nullopt;
 }
+#pragma GCC diagnostic pop
 
 awaitable<std::optional<StatementReply>> Session::RunDpgateCommand(
     const rewriter::StatementResult& st) {
@@ -1042,6 +1146,32 @@ awaitable<std::optional<StatementReply>> Session::RunPrivateAggregate(
           "NOTICE"));
       Audit(st, "cached", 0, 0, hit->rows.size(), started);
       co_return reply;
+    }
+  }
+  // A statement the upstream would reject before running it (a parameter
+  // that is missing or does not fit its type) must not cost budget: EXPLAIN
+  // binds and plans the rewritten SQL with the same values and runs nothing.
+  // Only for statements with parameters, where such errors are possible.
+  if ((parameters != nullptr && !parameters->values.empty()) ||
+      MentionsParameter(st.rewritten_sql)) {
+    Result<StatementOutcome> check = MakeError("08006", "not run");
+    const std::string explain = "EXPLAIN " + st.rewritten_sql;
+    if (parameters == nullptr) {
+      check = co_await upstream_->Execute(explain);
+    } else {
+      check = co_await upstream_->ExecuteWithParameters(explain, *parameters, 0);
+    }
+    upstream_->TakeNotices();
+    if (!check.ok()) {
+      SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+      co_return std::nullopt;
+    }
+    if (check->error.has_value()) {
+      // Nothing ran, so the message is about the query and its parameters,
+      // never about data.
+      SendError(*check->error);
+      Audit(st, "refused:" + check->error->sqlstate, 0, 0, 0, started);
+      co_return std::nullopt;
     }
   }
   // The charge is durable before anything runs upstream (DESIGN.md §1 step 3).
@@ -1480,7 +1610,12 @@ awaitable<Session::Step> Session::HandleExecute(std::string_view body) {
       reply->fields = std::move(wanted);
     }
     it = portals_.find(message->portal);
-    if (it == portals_.end()) co_return Step::kError;
+    if (it == portals_.end()) {
+      // The statement itself closed the portal (DISCARD ALL): it still
+      // completed.
+      out_.CommandComplete(reply->tag);
+      co_return Step::kOk;
+    }
     it->second.reply = std::move(*reply);
     it->second.ran = true;
     for (const auto& n : it->second.reply.notices_before) out_.NoticeResponse(n);

@@ -432,3 +432,54 @@ TEST_CASE("a malformed Bind ends the connection with a protocol error, and the s
   Res ok(PQexec(c.get(), "SELECT 1"));
   RequireStatus(ok.get(), PGRES_TUPLES_OK);
 }
+
+TEST_CASE("SQL DEALLOCATE frees protocol-level statements and DISCARD ALL keeps dpgate's pins") {
+  ServeFixture f;
+  Conn c = Connect(f);
+  RequireStatus(Res(PQprepare(c.get(), "s1", "SELECT 1", 0, nullptr)).get(), PGRES_COMMAND_OK);
+  // psqlODBC frees its statements with SQL DEALLOCATE and reuses the names.
+  RequireStatus(Res(PQexec(c.get(), "DEALLOCATE \"s1\"")).get(), PGRES_COMMAND_OK);
+  RequireStatus(Res(PQprepare(c.get(), "s1", "SELECT 2", 0, nullptr)).get(), PGRES_COMMAND_OK);
+  Res missing(PQexec(c.get(), "DEALLOCATE nothing_here"));
+  RequireStatus(missing.get(), PGRES_FATAL_ERROR);
+  CHECK(SqlState(missing.get()) == "26000");
+  RequireStatus(Res(PQexec(c.get(), "DEALLOCATE ALL")).get(), PGRES_COMMAND_OK);
+  RequireStatus(Res(PQprepare(c.get(), "s1", "SELECT 3", 0, nullptr)).get(), PGRES_COMMAND_OK);
+
+  RequireStatus(Res(PQexec(c.get(), "DISCARD ALL")).get(), PGRES_COMMAND_OK);
+  // The statements are gone, and the upstream session is dpgate's pinned one.
+  Res gone(PQexecPrepared(c.get(), "s1", 0, nullptr, nullptr, nullptr, 0));
+  RequireStatus(gone.get(), PGRES_FATAL_ERROR);
+  CHECK(SqlState(gone.get()) == "26000");
+  Res path(PQexec(c.get(), "SELECT pg_catalog.current_setting('search_path')"));
+  RequireStatus(path.get(), PGRES_TUPLES_OK);
+  CHECK(std::string(PQgetvalue(path.get(), 0, 0)) == "pg_catalog");
+  Res ro(PQexec(c.get(), "SELECT pg_catalog.current_setting('default_transaction_read_only')"));
+  RequireStatus(ro.get(), PGRES_TUPLES_OK);
+  CHECK(std::string(PQgetvalue(ro.get(), 0, 0)) == "on");
+}
+
+TEST_CASE("a private aggregate the upstream would reject before running costs nothing") {
+  ServeFixture f;
+  Conn c = Connect(f);
+  RequireStatus(Res(PQexec(c.get(), "SET dp.epsilon = 1")).get(), PGRES_COMMAND_OK);
+  const double before = RemainingEpsilon(c.get());
+  // A parameter reference with no parameter, through the simple protocol.
+  Res unbound(PQexec(c.get(), "SELECT count(*) FROM people WHERE score > $1"));
+  RequireStatus(unbound.get(), PGRES_FATAL_ERROR);
+  CHECK(SqlState(unbound.get()) == "42P02");
+  // A value that does not fit the parameter's type.
+  const char* bad[] = {"not a number"};
+  Res wrong(PQexecParams(c.get(), "SELECT count(*) FROM people WHERE score > $1", 1, nullptr, bad,
+                         nullptr, nullptr, 0));
+  RequireStatus(wrong.get(), PGRES_FATAL_ERROR);
+  CHECK(SqlState(wrong.get()) == "22P02");
+  CHECK(RemainingEpsilon(c.get()) == Approx(before));
+  // A good value is charged as usual.
+  const char* good[] = {"10"};
+  RequireStatus(Res(PQexecParams(c.get(), "SELECT count(*) FROM people WHERE score > $1", 1,
+                                 nullptr, good, nullptr, nullptr, 0))
+                    .get(),
+                PGRES_TUPLES_OK);
+  CHECK(RemainingEpsilon(c.get()) == Approx(before - 1));
+}

@@ -22,9 +22,9 @@ int UpstreamBackends(const ServeFixture& f) {
 }  // namespace
 
 TEST_CASE("idle clients hold no upstream connection and pool_size bounds the backends") {
+  // pool_size 5: five clients that each run a statement fill the pool.
   ServeFixture f("", dpgate::testing::kSchemaSql, "public.people, public.lookup",
-                 dpgate::testing::kDatasetsYaml);
-  // The fixture's config has the default pool (16); five idle clients.
+                 dpgate::testing::kDatasetsYaml, "scram", ", pool_size: 5");
   std::vector<std::unique_ptr<pqxx::connection>> clients;
   for (int i = 0; i < 5; ++i) {
     clients.push_back(std::make_unique<pqxx::connection>(f.Dsn("alice", kAlicePassword)));
@@ -37,7 +37,8 @@ TEST_CASE("idle clients hold no upstream connection and pool_size bounds the bac
   // Session pooling: each client that ran a statement keeps one.
   CHECK(UpstreamBackends(f) == 5);
   clients.clear();
-  // Returned connections are kept (reset) for the next clients, not leaked.
+  // Returned connections are reset and lent to the next clients; the pool
+  // never grows past pool_size.
   std::vector<std::unique_ptr<pqxx::connection>> again;
   for (int i = 0; i < 5; ++i) {
     again.push_back(std::make_unique<pqxx::connection>(f.Dsn("alice", kAlicePassword)));
