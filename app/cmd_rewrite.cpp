@@ -1,6 +1,7 @@
-// dpgate rewrite -c FILE [--json] [--search-path a,b] [--user NAME] "SQL":
-// classify every statement of SQL and print its class, rewritten SQL and
-// ReleasePlan (DESIGN.md §3). No data is touched and no budget is spent.
+// dpgate rewrite -c FILE [--json] [--search-path a,b] [--user NAME]
+// [--upstream] "SQL": classify every statement of SQL and print its class,
+// rewritten SQL and ReleasePlan (DESIGN.md §3). No data is touched and no
+// budget is spent; --upstream reads only the catalog (schema facts).
 // Exit status: 0 when every statement was classified (refusals included),
 // 1 on a bad config or an internal error, 2 on a usage error.
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include "commands.h"
 #include "dpgate/config/config.h"
 #include "dpgate/rewriter/rewriter.h"
+#include "schema_facts_loader.h"
 
 namespace dpgate::app {
 namespace {
@@ -18,7 +20,8 @@ namespace {
 void PrintRewriteUsage(std::FILE* out) {
   std::fprintf(
       out,
-      "usage: dpgate rewrite -c FILE [--json] [--search-path S1,S2] [--user NAME] \"SQL\"\n"
+      "usage: dpgate rewrite -c FILE [--json] [--search-path S1,S2] [--user NAME] [--upstream]\n"
+      "                      \"SQL\"\n"
       "\n"
       "Classifies every statement of SQL as private_aggregate, public, catalog,\n"
       "session, dpgate_command or refused, and prints the SQL dpgate would send\n"
@@ -29,6 +32,9 @@ void PrintRewriteUsage(std::FILE* out) {
       "  --json                one JSON object per statement, one per line\n"
       "  --search-path LIST    the session search_path (default: \"$user\",public)\n"
       "  --user NAME           the analyst, for \"$user\" in the search_path\n"
+      "  --upstream            read schema facts (unique NOT NULL columns) from the\n"
+      "                        config's upstream catalog, as dpgate serve does, so the\n"
+      "                        cheaper per_row shape can be chosen (docs/REWRITER.md §8.5)\n"
       "  -h, --help            show this help\n"
       "\n"
       "exit status: 0 when every statement was classified (refusals included),\n"
@@ -59,6 +65,7 @@ int RunRewrite(const Args& args) {
   std::string sql;
   bool json = false;
   bool have_sql = false;
+  bool upstream = false;
   rewriter::SessionContext session;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -77,6 +84,8 @@ int RunRewrite(const Args& args) {
       if (!value(&config_path)) return 2;
     } else if (arg == "--json") {
       json = true;
+    } else if (arg == "--upstream") {
+      upstream = true;
     } else if (arg == "--search-path") {
       std::string list;
       if (!value(&list)) return 2;
@@ -107,7 +116,19 @@ int RunRewrite(const Args& args) {
   // Show the ε/δ split of the config's default per-query budget.
   session.epsilon = config->query.epsilon;
   session.delta = config->query.delta;
-  auto results = rewriter::Classify(sql, *config, session);
+  rewriter::SchemaFacts facts;
+  if (upstream) {
+    auto loaded = LoadSchemaFacts(*config, config->upstream.dsn);
+    if (!loaded) {
+      std::fprintf(stderr, "dpgate rewrite: %s\n", loaded.error().message.c_str());
+      return 1;
+    }
+    facts = std::move(loaded).value();
+    // stderr, so that --json output stays one object per line.
+    std::fprintf(stderr, "dpgate rewrite: schema facts: %zu unique NOT NULL column%s upstream\n",
+                 facts.unique_column_count(), facts.unique_column_count() == 1 ? "" : "s");
+  }
+  auto results = rewriter::Classify(sql, *config, session, facts);
   if (!results) {
     std::fprintf(stderr, "dpgate rewrite: internal error: %s\n", results.error().message.c_str());
     return 1;

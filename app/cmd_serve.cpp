@@ -1,4 +1,5 @@
 // dpgate serve -c dpgate.yaml: run the proxy until SIGTERM / SIGINT.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -8,6 +9,7 @@
 #include "commands.h"
 #include "dpgate/config/config.h"
 #include "dpgate/proxy/server.h"
+#include "schema_facts_loader.h"
 
 namespace dpgate::app {
 namespace {
@@ -63,7 +65,27 @@ int RunServe(const Args& args) {
     std::fprintf(stderr, "%s\n", config.error().message.c_str());
     return 1;
   }
+  // Logs to standard error, as docs/PROXY.md §3 says (standard output stays
+  // free for anything a wrapper wants to print).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("dpgate"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  // Schema facts let the rewriter skip per-unit pre-aggregation where a
+  // unique privacy unit makes it a no-op (docs/REWRITER.md §8.5). Without
+  // them every query takes the full bounded shape: slower, never less
+  // private, so a failure here is a warning, not a reason to refuse to start.
+  // They are read once: after DDL on a configured table, restart dpgate
+  // (docs/PRIVACY.md §2.3).
+  auto facts = LoadSchemaFacts(*config, config->upstream.dsn);
+  if (facts.ok()) {
+    spdlog::info("schema facts: {} unique NOT NULL column(s) on configured tables",
+                 facts->unique_column_count());
+    options.schema_facts = std::move(facts).value();
+  } else {
+    spdlog::warn(
+        "{}; serving without schema facts (every private query takes the per-unit "
+        "bounded shape)",
+        facts.error().message);
+  }
   auto status = proxy::RunServer(*config, options);
   if (!status.ok()) {
     std::fprintf(stderr, "dpgate serve: %s\n", status.message().c_str());

@@ -57,7 +57,7 @@ class Session;
 
 struct ServerState {
   ServerState(const config::Config& c, const ServerOptions& o, asio::io_context& i)
-      : config(c), options(o), io(i), plans(c) {}
+      : config(c), options(o), io(i), plans(c, o.schema_facts) {}
   const config::Config& config;
   const ServerOptions& options;
   asio::io_context& io;
@@ -454,9 +454,12 @@ awaitable<bool> Session::Flush() {
   co_return !ec;
 }
 
-// Reads what the (readable) plain socket holds into the decoder. End of
-// stream is an error (the client went away).
+// Reads what the plain socket holds into the decoder without blocking
+// (would_block when it holds nothing). End of stream is an error (the client
+// went away).
 void Session::ReadAvailable(boost::system::error_code* ec) {
+  if (!socket_.non_blocking()) socket_.non_blocking(true, *ec);
+  if (*ec) return;
   std::array<char, 16384> buf;
   const size_t n = socket_.read_some(asio::buffer(buf), *ec);
   if (!*ec) decoder_.Append(std::string_view(buf.data(), n));
@@ -490,8 +493,17 @@ awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds time
       // Wait for readability first and read in a plain function, so that an
       // idle session's suspended frame holds no read buffer (memory per idle
       // client; docs/PROXY.md §2).
-      co_await socket_.async_wait(tcp::socket::wait_read, asio::redirect_error(use_awaitable, ec));
-      if (!ec) ReadAvailable(&ec);
+      // A busy client usually has its next message waiting already: try a
+      // non-blocking read first and go through the reactor only if empty.
+      // Asio may complete a wait before the socket is readable, so the read
+      // is retried until it returns data or a real error.
+      ReadAvailable(&ec);
+      while (ec == asio::error::would_block) {
+        ec = {};
+        co_await socket_.async_wait(tcp::socket::wait_read,
+                                    asio::redirect_error(use_awaitable, ec));
+        if (!ec) ReadAvailable(&ec);
+      }
     }
     deadline_.cancel();
     if (ec) co_return false;  // closed, reset, or timed out: nothing to answer
@@ -938,13 +950,12 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
     case rewriter::StatementClass::kCatalog:
     case rewriter::StatementClass::kSession: {
       if (st.reads_size_catalog) {
-        // Masking of table-size statistics for private tables is not built
-        // yet: refuse rather than leak reltuples/relpages (DESIGN.md §2).
+        // The rewriter masks the size reads it can and refuses the rest; a
+        // statement still flagged here would show real sizes: refuse it
+        // (DESIGN.md §2, docs/REWRITER.md §3.3).
         SendError(MakeDiagnostic(
-            "0A000",
-            "dpgate does not yet serve catalog queries that read table-size statistics "
-            "(pg_class.reltuples/relpages, pg_relation_size)",
-            "leave these columns out of the catalog query"));
+            "0A000", "dpgate cannot mask the table sizes this catalog query reads",
+            "name the pg_class columns you need instead of *, and qualify size columns"));
         Audit(st, "refused", 0, 0, 0, started);
         co_return std::nullopt;
       }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <set>
 
+#include "catalog_query.h"
 #include "dpgate/mechanisms/budget_split.h"
 #include "dpgate/rewriter/rewriter.h"
 #include "private_query.h"
@@ -60,17 +61,12 @@ const char* ToString(DpgateCommandKind kind) {
 
 namespace {
 
+using internal::Lower;
 using internal::Refusal;
 using internal::pb::Node;
 namespace pb = internal::pb;
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
-
-std::string Lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  return text;
-}
 
 bool StartsWith(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
@@ -101,7 +97,8 @@ bool IsDeniedCatalogRelation(const std::string& name) {
   return kDenied.count(name) > 0 || StartsWith(name, "pg_stat_") || StartsWith(name, "pg_statio_");
 }
 
-// pg_class carries reltuples/relpages: the proxy masks them (DESIGN.md §2).
+// pg_class carries reltuples/relpages/relallvisible: its ranges are recorded
+// so MaskSizeReads can mask those columns (DESIGN.md §2; docs/REWRITER.md §3.3).
 bool IsSizeCatalogRelation(const std::string& name) {
   return name == "pg_class";
 }
@@ -131,6 +128,19 @@ bool IsInformationSchemaView(const std::string& name) {
                                                "enabled_roles",
                                                "applicable_roles"};
   return kViews.count(name) > 0;
+}
+
+// information_schema's helper functions (PostgreSQL 15's information_schema.sql):
+// SQL functions over catalog values, immutable or stable, not SECURITY DEFINER.
+bool IsInformationSchemaFunction(const std::string& name) {
+  static const std::set<std::string> kHelpers = {
+      "_pg_char_max_length",    "_pg_char_octet_length",
+      "_pg_datetime_precision", "_pg_expandarray",
+      "_pg_index_position",     "_pg_interval_type",
+      "_pg_numeric_precision",  "_pg_numeric_precision_radix",
+      "_pg_numeric_scale",      "_pg_truetypid",
+      "_pg_truetypmod"};
+  return kHelpers.count(name) > 0;
 }
 
 // docs/REWRITER.md §3.2: functions refused in every statement class: SQL in a
@@ -205,10 +215,12 @@ std::string DeniedFunctionReason(const std::string& name) {
       StartsWith(name, "hash_page") || StartsWith(name, "fsm_page")) {
     return "it reads raw table pages or per-table statistics";
   }
-  if (StartsWith(name, "pg_stat_") || name == "pg_relation_size" ||
-      name == "pg_total_relation_size" || name == "pg_table_size" || name == "pg_indexes_size") {
-    return "it reveals table statistics or sizes (not yet supported: the proxy will mask them "
-           "for private tables)";
+  // Per-table activity counters (n_live_tup, n_tup_ins, ...) have no
+  // constant "unknown" to mask with. The size functions (pg_table_size, ...)
+  // are not denied: they are masked to NULL (docs/REWRITER.md §3.3).
+  if (StartsWith(name, "pg_stat_")) {
+    return "it reveals table statistics (row counts and activity of every table, private "
+           "ones included)";
   }
   return "";
 }
@@ -229,7 +241,7 @@ std::vector<std::string> EffectiveSearchPath(const SessionContext& session) {
   std::vector<std::string> path;
   const bool explicit_catalog = std::find(session.search_path.begin(), session.search_path.end(),
                                           kCatalogSchema) != session.search_path.end();
-  if (!explicit_catalog) path.push_back(kCatalogSchema);
+  if (!explicit_catalog) path.emplace_back(kCatalogSchema);
   for (const auto& schema : session.search_path) {
     if (schema == "$user") {
       if (!session.user.empty()) path.push_back(session.user);
@@ -293,7 +305,9 @@ class Scanner {
 
   const std::optional<Refusal>& refusal() const { return refusal_; }
   const std::vector<ResolvedRelation>& relations() const { return relations_; }
-  bool reads_size_catalog() const { return reads_size_catalog_; }
+  const std::vector<internal::ClassReference>& class_references() const {
+    return class_references_;
+  }
 
  private:
   void Refuse(std::string code, std::string message, int location) {
@@ -369,7 +383,10 @@ class Scanner {
     if (!resolved) return;                    // refused inside Resolve
     range->set_schemaname(resolved->schema);  // pin: the upstream cannot resolve it differently
     if (resolved->kind == RelationKind::kCatalog && IsSizeCatalogRelation(resolved->name)) {
-      reads_size_catalog_ = true;
+      internal::ClassReference reference;
+      reference.name = range->has_alias() ? range->alias().aliasname() : range->relname();
+      reference.renames_columns = range->has_alias() && range->alias().colnames_size() > 0;
+      class_references_.push_back(std::move(reference));
     }
     relations_.push_back(*resolved);
   }
@@ -480,14 +497,19 @@ class Scanner {
           const bool right_ok =
               pos + table.size() >= text.size() || !is_ident(text[pos + table.size()]);
           if (left_ok && right_ok) {
-            Refuse("42501",
-                   "function " + function +
-                       " is refused: its string argument names the private "
-                       "table " +
-                       table +
-                       "; SQL or table names in strings bypass dpgate's analysis "
-                       "(docs/REWRITER.md §3.2)",
-                   location);
+            std::string message = "function " + function;
+            message += " is refused: its string argument names the private table ";
+            message += table;
+            message +=
+                "; SQL or table names in strings bypass dpgate's analysis (docs/REWRITER.md §3.2)";
+            if (internal::IsSizeFunctionName(function)) {
+              // Masking would answer NULL, but this rule comes first; say why
+              // the size call itself is not forwarded and how BI tools call it.
+              message +=
+                  "; unmasked it reveals table statistics or sizes, and dpgate masks size "
+                  "calls to NULL only after this check: pass an oid (c.oid) instead";
+            }
+            Refuse("42501", std::move(message), location);
             return;
           }
           pos = text.find(table, pos + 1);
@@ -518,10 +540,13 @@ class Scanner {
     // pg_catalog (docs/PROXY.md §1), so an unqualified name is a built-in;
     // a name qualified with another schema is a user-defined function, which
     // could read a private table on the analyst's behalf (docs/REWRITER.md §3.2).
-    std::string lowered_schema = schema;
-    std::transform(lowered_schema.begin(), lowered_schema.end(), lowered_schema.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-    if (!schema.empty() && lowered_schema != "pg_catalog") {
+    // The parser has already folded unquoted names to lower case, so the
+    // comparison is exact: a quoted "PG_CATALOG" is another schema, which
+    // anyone with CREATE on the database could make. information_schema's
+    // own helpers (JDBC's getPrimaryKeys calls _pg_expandarray) are
+    // built-ins too: plain SQL over the catalogs, created by initdb.
+    if (!schema.empty() && schema != "pg_catalog" &&
+        !(schema == "information_schema" && IsInformationSchemaFunction(name))) {
       Refuse("42501",
              "function " + schema + "." + name +
                  " is refused: dpgate runs only PostgreSQL's built-in functions (pg_catalog); a "
@@ -545,7 +570,7 @@ class Scanner {
   std::vector<std::string> private_names_;
   std::optional<Refusal> refusal_;
   std::vector<ResolvedRelation> relations_;
-  bool reads_size_catalog_ = false;
+  std::vector<internal::ClassReference> class_references_;
 };
 
 // ---- statement-level helpers ----------------------------------------------
@@ -555,6 +580,7 @@ struct Context {
   const config::Config& config;
   const SessionContext& session;
   int32_t version;
+  const SchemaFacts& facts;
 };
 
 StatementResult Refused(StatementResult result, const Context& context, const Refusal& refusal) {
@@ -593,7 +619,14 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
     outcome.refusal = scanner.refusal();
     return outcome;
   }
-  outcome.reads_size_catalog = scanner.reads_size_catalog();
+  // Table sizes are masked in every statement, not only for private tables
+  // (DESIGN.md §2; docs/REWRITER.md §3.3): what cannot be masked by
+  // substitution is refused here, so the proxy never sees a size read.
+  if (auto why = internal::MaskSizeReads(&statement, scanner.class_references())) {
+    outcome.reads_size_catalog = true;
+    outcome.refusal = Refusal{"0A000", std::move(*why), -1};
+    return outcome;
+  }
   const ResolvedRelation* private_relation = nullptr;
   bool any_public = false;
   for (const auto& relation : scanner.relations()) {
@@ -613,6 +646,10 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
   }
   if (private_relation == nullptr) {
     outcome.statement_class = any_public ? StatementClass::kPublic : StatementClass::kCatalog;
+    // The upstream search_path is pinned to pg_catalog: calls whose answer
+    // depends on it are answered for the client's session (§4.4).
+    internal::SubstituteSessionFunctions(
+        &statement, internal::MakeSessionPath(context.config, context.session));
     outcome.statement = std::move(statement);
     return outcome;
   }
@@ -624,7 +661,7 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
   }
   auto rewritten =
       internal::RewritePrivateAggregate(statement.select_stmt(), *private_relation->dataset,
-                                        *private_relation->table, public_relations);
+                                        *private_relation->table, public_relations, context.facts);
   if (auto* refusal = std::get_if<Refusal>(&rewritten)) {
     outcome.refusal = *refusal;
     return outcome;
@@ -882,6 +919,15 @@ Result<StatementResult> ClassifyShow(StatementResult result, const Context& cont
                        "SHOW " + name + " is refused: " + RefusedSettingReason(name));
   }
   result.statement_class = StatementClass::kSession;
+  if (name == "search_path") {
+    // The upstream's path is pinned; the client's is dpgate's (§2.1, §4.4).
+    auto text = internal::Deparse(
+        internal::ShowSearchPathQuery(internal::MakeSessionPath(context.config, context.session)),
+        context.version);
+    if (!text) return text.error();
+    result.rewritten_sql = *text;
+    return result;
+  }
   result.rewritten_sql = SessionText(result);
   return result;
 }
@@ -1128,6 +1174,13 @@ Status FillBudgetSplit(ReleasePlan* plan, double epsilon, double delta,
 
 Result<std::vector<StatementResult>> Classify(std::string_view sql, const config::Config& config,
                                               const SessionContext& session) {
+  static const SchemaFacts kNoFacts;
+  return Classify(sql, config, session, kNoFacts);
+}
+
+Result<std::vector<StatementResult>> Classify(std::string_view sql, const config::Config& config,
+                                              const SessionContext& session,
+                                              const SchemaFacts& facts) {
   std::vector<StatementResult> results;
   if (sql.find('\0') != std::string_view::npos) {
     StatementResult refused;
@@ -1154,7 +1207,7 @@ Result<std::vector<StatementResult>> Classify(std::string_view sql, const config
     results.push_back(std::move(refused));
     return results;
   }
-  const Context context{sql, config, session, tree->version()};
+  const Context context{sql, config, session, tree->version(), facts};
   for (const auto& raw : tree->stmts()) {
     auto classified = ClassifyStatement(raw, context);
     if (!classified) return classified.error();

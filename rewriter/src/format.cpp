@@ -55,6 +55,18 @@ const char* ToString(PartitionSelection::Kind kind) {
   return "unknown";
 }
 
+const char* ToString(PlanShape shape) {
+  switch (shape) {
+    case PlanShape::kPerUnitBounded:
+      return "per_unit_bounded";
+    case PlanShape::kPerUnitNoRowNumber:
+      return "per_unit_no_row_number";
+    case PlanShape::kPerRow:
+      return "per_row";
+  }
+  return "unknown";
+}
+
 namespace {
 
 // Length of a valid UTF-8 sequence starting at s[i], or 0 if invalid.
@@ -276,6 +288,8 @@ std::string ToJson(const ReleasePlan& plan) {
       .Str("privacy_unit", plan.privacy_unit)
       .Int("max_groups_contributed", plan.max_groups_contributed)
       .Int("max_rows_per_group", plan.max_rows_per_group)
+      .Str("shape", ToString(plan.shape))
+      .Str("shape_reason", plan.shape_reason)
       .Raw("sql_columns", Array(plan.sql_columns, Quote))
       .Raw("columns", Array(plan.columns, ColumnJson))
       .Raw("partition_selection", selection.Done())
@@ -335,13 +349,14 @@ std::string ToText(const StatementResult& result) {
     for (const auto& relation : result.relations) out << " " << relation;
     out << "\n";
   }
-  if (result.reads_size_catalog) out << "note: reads pg_class sizes (masked by the proxy)\n";
+  if (result.reads_size_catalog) out << "note: reads table sizes that cannot be masked\n";
   if (!result.rewritten_sql.empty()) out << "rewritten SQL:\n  " << result.rewritten_sql << "\n";
   if (!result.plan) return out.str();
   const auto& plan = *result.plan;
   out << "release plan: dataset " << plan.dataset << ", table " << plan.table << ", unit "
       << plan.privacy_unit << ", k=" << plan.max_groups_contributed
       << ", c=" << plan.max_rows_per_group << "\n";
+  out << "  shape: " << ToString(plan.shape) << " (" << plan.shape_reason << ")\n";
   out << "  sql columns:";
   for (size_t i = 0; i < plan.sql_columns.size(); ++i)
     out << " [" << i << "] " << plan.sql_columns[i];

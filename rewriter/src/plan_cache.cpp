@@ -42,7 +42,10 @@ std::string MakeKey(std::string_view sql, const SessionContext& session) {
 }  // namespace
 
 PlanCache::PlanCache(const config::Config& config, size_t capacity)
-    : config_(config), capacity_(capacity < 1 ? 1 : capacity) {}
+    : PlanCache(config, SchemaFacts(), capacity) {}
+
+PlanCache::PlanCache(const config::Config& config, SchemaFacts facts, size_t capacity)
+    : config_(config), facts_(std::move(facts)), capacity_(capacity < 1 ? 1 : capacity) {}
 
 Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
                                                   const SessionContext& session) {
@@ -61,7 +64,7 @@ Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
   }
   // Classified outside the lock: it is the slow part, and two threads
   // classifying the same text at once get equal results.
-  auto classified = rewriter::Classify(sql, config_, session);
+  auto classified = rewriter::Classify(sql, config_, session, facts_);
   if (!classified.ok()) return classified.error();
   auto statements =
       std::make_shared<const std::vector<StatementResult>>(std::move(classified).value());

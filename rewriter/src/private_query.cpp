@@ -159,11 +159,13 @@ struct Target {
 class PrivateAnalyser {
  public:
   PrivateAnalyser(const pb::SelectStmt& select, const config::Dataset& dataset,
-                  const config::TableSpec& table, std::vector<std::string> public_relations)
+                  const config::TableSpec& table, std::vector<std::string> public_relations,
+                  const SchemaFacts& facts)
       : select_(select),
         dataset_(dataset),
         table_(table),
-        public_relations_(std::move(public_relations)) {}
+        public_relations_(std::move(public_relations)),
+        facts_(facts) {}
 
   std::variant<PrivateRewrite, Refusal> Run() {
     CheckShape();
@@ -1251,15 +1253,250 @@ class PrivateAnalyser {
     return tree->stmts(0).stmt();
   }
 
+  // ---- the shape (docs/REWRITER.md §8.4, §8.5) --------------------------------
+
+  struct FromRelation {
+    std::string visible;   // the alias, or the table name when not aliased
+    std::string schema;    // as qualified by the resolver
+    std::string name;      // the table name
+    bool aliased = false;  // an aliased table cannot be named schema.table.column
+    std::string qualified() const { return schema + "." + name; }
+  };
+
+  static void CollectRelations(const pb::Node& item, std::vector<FromRelation>* out) {
+    if (item.has_range_var()) {
+      const auto& range = item.range_var();
+      out->push_back(FromRelation{range.has_alias() ? range.alias().aliasname() : range.relname(),
+                                  range.schemaname(), range.relname(), range.has_alias()});
+    } else if (item.has_join_expr()) {
+      CollectRelations(item.join_expr().larg(), out);
+      CollectRelations(item.join_expr().rarg(), out);
+    }
+  }
+
+  bool ContainsPrivate(const pb::Node& item) const {
+    std::vector<FromRelation> relations;
+    CollectRelations(item, &relations);
+    for (const auto& relation : relations) {
+      if (relation.qualified() == TableName()) return true;
+    }
+    return false;
+  }
+
+  // The relation among `relations` a qualified column reference names, and the
+  // column. Unqualified references could resolve to either side of a join, so
+  // they prove nothing and are not resolved.
+  static std::optional<std::pair<FromRelation, std::string>> ResolveQualified(
+      const pb::Node& node, const std::vector<FromRelation>& relations) {
+    if (!node.has_column_ref()) return std::nullopt;
+    std::vector<std::string> parts;
+    for (const auto& field : node.column_ref().fields()) {
+      if (!field.has_string()) return std::nullopt;
+      parts.push_back(field.string().sval());
+    }
+    for (const auto& relation : relations) {
+      if (parts.size() == 2 && parts[0] == relation.visible) return {{relation, parts[1]}};
+      if (parts.size() == 3 && !relation.aliased && parts[0] == relation.schema &&
+          parts[1] == relation.name) {
+        return {{relation, parts[2]}};
+      }
+    }
+    return std::nullopt;
+  }
+
+  static void Conjuncts(const pb::Node& node, std::vector<const pb::Node*>* out) {
+    if (node.has_bool_expr() && node.bool_expr().boolop() == pb::AND_EXPR) {
+      for (const auto& arg : node.bool_expr().args()) Conjuncts(arg, out);
+      return;
+    }
+    out->push_back(&node);
+  }
+
+  static bool IsEquality(const pb::A_Expr& expr) {
+    if (expr.kind() != pb::AEXPR_OP) return false;
+    if (expr.name_size() == 1) return expr.name(0).string().sval() == "=";
+    return expr.name_size() == 2 && expr.name(0).string().sval() == "pg_catalog" &&
+           expr.name(1).string().sval() == "=";
+  }
+
+  // True when `joined` (a single public table) matches each row of the other
+  // side at most once through `condition`: a top-level conjunct equates a
+  // column the facts say is unique and NOT NULL in `joined` with a column of
+  // the other side of the same type and collation. For a fixed row of the other
+  // side that column is one value, and at most one row of `joined` has it
+  // (docs/PRIVACY.md §2.3).
+  bool EquatesUniqueColumn(const pb::Node& condition, const FromRelation& joined,
+                           const std::vector<FromRelation>& others) const {
+    std::vector<const pb::Node*> conjuncts;
+    Conjuncts(condition, &conjuncts);
+    for (const auto* conjunct : conjuncts) {
+      if (!conjunct->has_a_expr() || !IsEquality(conjunct->a_expr())) continue;
+      const auto& expr = conjunct->a_expr();
+      for (int side = 0; side < 2; ++side) {
+        const pb::Node& mine = side == 0 ? expr.lexpr() : expr.rexpr();
+        const pb::Node& theirs = side == 0 ? expr.rexpr() : expr.lexpr();
+        const auto unique = ResolveQualified(mine, {joined});
+        const auto other = ResolveQualified(theirs, others);
+        if (!unique || !other) continue;
+        if (!facts_.IsUniqueNotNull(joined.qualified(), unique->second)) continue;
+        const std::string* unique_type = facts_.ColumnType(joined.qualified(), unique->second);
+        const std::string* other_type = facts_.ColumnType(other->first.qualified(), other->second);
+        if (unique_type != nullptr && other_type != nullptr && *unique_type == *other_type) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  // The same for JOIN ... USING (cols): `joined.col = other.col` for each
+  // listed column. Which table of the other side holds `col` is decided by the
+  // facts' column lists; when any table there has no known columns, or two
+  // hold it (a merged USING column), nothing is proven.
+  bool UsingUniqueColumn(const pb::JoinExpr& join, const FromRelation& joined,
+                         const std::vector<FromRelation>& others) const {
+    for (const auto& item : join.using_clause()) {
+      if (!item.has_string()) continue;
+      const std::string& column = item.string().sval();
+      if (!facts_.IsUniqueNotNull(joined.qualified(), column)) continue;
+      const std::string* unique_type = facts_.ColumnType(joined.qualified(), column);
+      const std::string* other_type = nullptr;
+      int holders = 0;
+      bool all_known = true;
+      for (const auto& other : others) {
+        if (facts_.ColumnsWithType(other.qualified()).empty()) all_known = false;
+        if (const auto* type = facts_.ColumnType(other.qualified(), column)) {
+          ++holders;
+          other_type = type;
+        }
+      }
+      if (all_known && holders == 1 && unique_type != nullptr && *unique_type == *other_type) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // docs/REWRITER.md §8.5: true when every row of the private table appears in
+  // at most one row of `item`'s result; otherwise `why` says what is not proven.
+  // Conservative by construction: a join is accepted only when one side is a
+  // single public table matched through a unique column (§8.5 lists the
+  // cases); everything else keeps the per-unit shape.
+  bool KeepsPrivateRowsSingle(const pb::Node& item, std::string* why) const {
+    if (item.has_range_var()) return true;  // the private table itself (public ones are joined)
+    if (!item.has_join_expr()) {
+      *why = "the FROM clause has an item that is neither a table nor a join";
+      return false;
+    }
+    const auto& join = item.join_expr();
+    if (join.is_natural()) {
+      *why = "a NATURAL JOIN's columns are not checked";
+      return false;
+    }
+    const bool private_left = ContainsPrivate(join.larg());
+    const pb::Node& private_side = private_left ? join.larg() : join.rarg();
+    const pb::Node& public_side = private_left ? join.rarg() : join.larg();
+    if (!public_side.has_range_var()) {
+      *why = "a join whose other side is itself a join";
+      return false;
+    }
+    if (!KeepsPrivateRowsSingle(private_side, why)) return false;
+    std::vector<FromRelation> joined_list;
+    CollectRelations(public_side, &joined_list);
+    const FromRelation& joined = joined_list.front();
+    std::vector<FromRelation> others;
+    CollectRelations(private_side, &others);
+    const bool proven = join.using_clause_size() > 0
+                            ? UsingUniqueColumn(join, joined, others)
+                            : join.has_quals() && EquatesUniqueColumn(join.quals(), joined, others);
+    if (!proven) {
+      *why = "the join with " + joined.qualified() +
+             " is not on a column known to be unique and NOT NULL there (equated, with the same "
+             "type, to a column of the private side), so it could repeat a private row";
+    }
+    return proven;
+  }
+
+  // §8.5: each unit is at most one row of the joined FROM.
+  bool UnitIsOneRow(std::string* why) const {
+    if (facts_.empty()) {
+      *why = "no schema facts (run with facts from the upstream catalog to allow it)";
+      return false;
+    }
+    if (!facts_.IsUniqueNotNull(TableName(), table_.privacy_unit)) {
+      *why = "the privacy unit " + table_.privacy_unit +
+             " is not known to be unique and NOT NULL in " + TableName();
+      return false;
+    }
+    if (from_.size() != 1) {
+      *why = "a comma-separated FROM list (a cross join) can repeat private rows";
+      return false;
+    }
+    return KeepsPrivateRowsSingle(from_.front(), why);
+  }
+
+  // Chooses the cheapest shape that is still bounded (issue 4 item 7):
+  // per_row when each unit is one row (docs/PRIVACY.md §2.3); otherwise the
+  // per-unit shape, without row_number() when no unit can have more than k
+  // (unit, group) rows, so that `dp_rank <= k` would keep every row
+  // (docs/PRIVACY.md §2.2).
+  void ChooseShape(bool all_public_keys) {
+    std::string not_per_row;
+    if (UnitIsOneRow(&not_per_row)) {
+      plan_.shape = PlanShape::kPerRow;
+      plan_.shape_reason = table_.privacy_unit + " is unique and NOT NULL in " + TableName() +
+                           " and no join repeats its rows: each unit is one row in one group, so "
+                           "k = c = 1 and no per-unit step is needed";
+      return;
+    }
+    const std::string suffix = "; not per_row: " + not_per_row;
+    if (group_keys_.empty()) {
+      plan_.shape = PlanShape::kPerUnitNoRowNumber;
+      plan_.shape_reason = "no GROUP BY: one group, so no unit can reach more than k" + suffix;
+      return;
+    }
+    if (all_public_keys) {
+      // The IN (declared values) filter (§9.2) leaves at most the cross
+      // product of the lists as groups, whatever the data (docs/PRIVACY.md
+      // §2.2). Saturate: only "<= k" matters.
+      int64_t product = 1;
+      for (const auto& key : group_keys_) {
+        const auto size = static_cast<int64_t>(key.public_values->values.size());
+        product = product > table_.max_groups_contributed ? product : product * size;
+      }
+      if (product <= table_.max_groups_contributed) {
+        plan_.shape = PlanShape::kPerUnitNoRowNumber;
+        plan_.shape_reason =
+            "the declared keys allow " + std::to_string(product) +
+            " groups, at most k = " + std::to_string(table_.max_groups_contributed) + suffix;
+        return;
+      }
+    }
+    plan_.shape = PlanShape::kPerUnitBounded;
+    plan_.shape_reason =
+        "a unit may reach more than k groups, so row_number() keeps k of them" + suffix;
+  }
+
   void Build() {
-    const double c = static_cast<double>(table_.max_rows_per_group);
-    const int64_t k = group_keys_.empty() ? 1 : table_.max_groups_contributed;
+    bool all_public = !group_keys_.empty();
+    for (const auto& key : group_keys_) all_public = all_public && key.public_values != nullptr;
+    ChooseShape(all_public);
+    const bool per_row = plan_.shape == PlanShape::kPerRow;
+    // §8.5: in the per-row shape a unit is one row in one group, so the
+    // sensitivities use c = 1 and k = 1 (docs/PRIVACY.md §2.3); otherwise a
+    // global aggregate has one group (k = 1, §7).
+    const int64_t c_bound = per_row ? 1 : table_.max_rows_per_group;
+    const double c = static_cast<double>(c_bound);
+    const int64_t k = per_row || group_keys_.empty() ? 1 : table_.max_groups_contributed;
     plan_.dataset = dataset_.name;
     plan_.table = TableName();
     plan_.privacy_unit = table_.privacy_unit;
-    plan_.max_groups_contributed = table_.max_groups_contributed;
-    plan_.max_rows_per_group = table_.max_rows_per_group;
+    plan_.max_groups_contributed = per_row ? 1 : table_.max_groups_contributed;
+    plan_.max_rows_per_group = c_bound;
 
+    // Per-unit shapes: `per_unit_targets` is the dp_per_unit CTE's list and
+    // `outer_targets` sums it per group. Per-row: `outer_targets` is the only
+    // list and reads the (joined) table directly.
     std::vector<pb::Node> per_unit_targets;
     per_unit_targets.push_back(MakeResTarget("dp_unit", UnitColumn()));
     std::vector<pb::Node> outer_targets;
@@ -1267,11 +1504,16 @@ class PrivateAnalyser {
     std::vector<int> key_sql_column;
     for (size_t i = 0; i < group_keys_.size(); ++i) {
       const std::string name = "dp_g" + std::to_string(i + 1);
-      per_unit_targets.push_back(MakeResTarget(name, group_keys_[i].rewritten));
       plan_.sql_columns.push_back(name);
       key_sql_column.push_back(static_cast<int>(plan_.sql_columns.size()) - 1);
-      outer_targets.push_back(MakeResTarget(name, MakeColumnRef({name})));
-      outer_group.push_back(MakeColumnRef({name}));
+      if (per_row) {
+        outer_targets.push_back(MakeResTarget(name, group_keys_[i].rewritten));
+        outer_group.push_back(group_keys_[i].rewritten);
+      } else {
+        per_unit_targets.push_back(MakeResTarget(name, group_keys_[i].rewritten));
+        outer_targets.push_back(MakeResTarget(name, MakeColumnRef({name})));
+        outer_group.push_back(MakeColumnRef({name}));
+      }
     }
     const auto sensitivity = [k](double per_group) {
       AggregateSensitivity s;
@@ -1296,18 +1538,39 @@ class PrivateAnalyser {
       column.role = aggregate.role;
       column.source_column = aggregate.column;
       const std::string prefix = "dp_c" + std::to_string(i + 1) + "_";
-      const auto add = [&](const std::string& kind, pb::Node per_unit, double per_group) {
+      const auto add = [&](const std::string& kind, pb::Node value, double per_group) {
         NoisedQuantity quantity;
         quantity.kind = kind;
-        quantity.sql_column = AddQuantity(prefix + kind, std::move(per_unit), &per_unit_targets);
+        const std::string sql_name = prefix + kind;
+        if (per_row) {
+          outer_targets.push_back(MakeResTarget(sql_name, std::move(value)));
+          plan_.sql_columns.push_back(sql_name);
+          quantity.sql_column = static_cast<int>(plan_.sql_columns.size()) - 1;
+        } else {
+          quantity.sql_column = AddQuantity(sql_name, std::move(value), &per_unit_targets);
+          outer_targets.push_back(
+              MakeResTarget(sql_name, Aggregate1("sum", MakeColumnRef({sql_name}))));
+        }
         quantity.sensitivity = sensitivity(per_group);
         column.inputs.push_back(quantity);
-        outer_targets.push_back(
-            MakeResTarget(prefix + kind, Aggregate1("sum", MakeColumnRef({prefix + kind}))));
       };
       // COUNT: a unit's rows in a group, clamped to c (docs/REWRITER.md §7.1).
+      // Per row a unit has at most one row: the count needs no clamp (§8.5).
       const auto clamped_count = [&](pb::Node counted) {
+        if (per_row) return counted;
         return Least(std::move(counted), MakeInteger(table_.max_rows_per_group));
+      };
+      // A unit's partial sum, clamped (§7.3); per row the one clamped value
+      // already lies in [lo, hi] ⊆ [min(0, lo), max(0, hi)], so only the
+      // group's sum is taken, 0 for a group of NULLs as in the per-unit shape.
+      const auto bounded_sum = [&](pb::Node value, double lo, double hi) {
+        if (!per_row) return BoundedSum(std::move(value), lo, hi);
+        pb::Node sum;
+        auto* coalesce = sum.mutable_coalesce_expr();
+        *coalesce->add_args() = Aggregate1("sum", std::move(value));
+        *coalesce->add_args() = MakeInteger(0);
+        coalesce->set_location(-1);
+        return sum;
       };
       switch (aggregate.role) {
         case ColumnRole::kCount: {
@@ -1335,7 +1598,8 @@ class PrivateAnalyser {
           // §7.3: a unit's partial sum lies in [min(0, c·lo), max(0, c·hi)].
           const double sum_lo = std::min(0.0, c * lo);
           const double sum_hi = std::max(0.0, c * hi);
-          add("sum", BoundedSum(ClampColumn(TableColumn(aggregate.column), lo, hi), sum_lo, sum_hi),
+          add("sum",
+              bounded_sum(ClampColumn(TableColumn(aggregate.column), lo, hi), sum_lo, sum_hi),
               std::max(std::fabs(sum_lo), std::fabs(sum_hi)));
           break;
         }
@@ -1353,11 +1617,11 @@ class PrivateAnalyser {
           const pb::Node centred =
               MakeOp("-", ClampColumn(TableColumn(aggregate.column), lo, hi), MakeNumeric(mid));
           // §7.4: re-centred values lie in [-half, half]; c of them per unit.
-          add("centred_sum", BoundedSum(centred, -c * half, c * half), c * half);
+          add("centred_sum", bounded_sum(centred, -c * half, c * half), c * half);
           if (aggregate.role != ColumnRole::kAvg) {
             // §7.5: squares of re-centred values lie in [0, half²].
             add("centred_sum_of_squares",
-                BoundedSum(MakeOp("*", centred, centred), 0, c * half * half), c * half * half);
+                bounded_sum(MakeOp("*", centred, centred), 0, c * half * half), c * half * half);
           }
           add("count", clamped_count(Aggregate1("count", TableColumn(aggregate.column))), c);
           break;
@@ -1369,6 +1633,8 @@ class PrivateAnalyser {
     }
 
     // The unit count per group: partition selection and COUNT(DISTINCT unit).
+    // Per unit it counts the per-unit rows; per row (§8.5) it counts rows,
+    // which are the distinct units because each unit is at most one row.
     outer_targets.push_back(MakeResTarget("dp_units", MakeCountStar()));
     plan_.sql_columns.push_back("dp_units");
     const int units_column = static_cast<int>(plan_.sql_columns.size()) - 1;
@@ -1380,8 +1646,6 @@ class PrivateAnalyser {
     auto& selection = plan_.partition_selection;
     selection.max_groups_contributed = k;
     selection.units_sql_column = units_column;
-    bool all_public = !group_keys_.empty();
-    for (const auto& key : group_keys_) all_public = all_public && key.public_values != nullptr;
     if (group_keys_.empty()) {
       selection.kind = PartitionSelection::Kind::kNone;
       selection.budget_weight = 0;
@@ -1394,14 +1658,11 @@ class PrivateAnalyser {
       selection.kind = PartitionSelection::Kind::kThreshold;
     }
 
-    // dp_per_unit: one row per (unit, group), clamped.
-    pb::Node per_unit;
-    auto* inner = per_unit.mutable_select_stmt();
-    for (auto& target : per_unit_targets) *inner->add_target_list() = std::move(target);
-    for (auto& item : from_) *inner->add_from_clause() = std::move(item);
+    // The rows read: FROM, WHERE, non-NULL units, declared keys only.
     std::vector<pb::Node> conditions;
     if (select_.has_where_clause()) conditions.push_back(where_);
-    // §8.2: a NULL unit would pool many people into one "unit".
+    // §8.2: a NULL unit would pool many people into one "unit". Per row it
+    // also drops the rows an outer join extends with NULLs on the private side.
     conditions.push_back(MakeNullTest(UnitColumn(), false));
     for (const auto& key : group_keys_) {
       // §9.2: with declared keys, rows with any other key are dropped here.
@@ -1409,6 +1670,26 @@ class PrivateAnalyser {
         conditions.push_back(MakeInList(key.rewritten, key.public_values->values));
       }
     }
+
+    if (per_row) {
+      // §8.5: one SELECT over the table, clamped per row, grouped by the keys.
+      pb::Node direct;
+      auto* select = direct.mutable_select_stmt();
+      for (auto& target : outer_targets) *select->add_target_list() = std::move(target);
+      for (auto& item : from_) *select->add_from_clause() = std::move(item);
+      *select->mutable_where_clause() = MakeAnd(std::move(conditions));
+      for (auto& key : outer_group) *select->add_group_clause() = std::move(key);
+      select->set_limit_option(pb::LIMIT_OPTION_DEFAULT);
+      select->set_op(pb::SETOP_NONE);
+      statement_ = std::move(direct);
+      return;
+    }
+
+    // dp_per_unit: one row per (unit, group), clamped.
+    pb::Node per_unit;
+    auto* inner = per_unit.mutable_select_stmt();
+    for (auto& target : per_unit_targets) *inner->add_target_list() = std::move(target);
+    for (auto& item : from_) *inner->add_from_clause() = std::move(item);
     *inner->mutable_where_clause() = MakeAnd(std::move(conditions));
     *inner->add_group_clause() = UnitColumn();
     for (const auto& key : group_keys_) *inner->add_group_clause() = key.rewritten;
@@ -1426,13 +1707,16 @@ class PrivateAnalyser {
       cte->set_location(-1);
     };
     add_cte("dp_per_unit", std::move(per_unit));
+    const bool bounded = plan_.shape == PlanShape::kPerUnitBounded;
     pb::Node source;
-    source.mutable_range_var()->set_relname(group_keys_.empty() ? "dp_per_unit" : "dp_bounded");
+    source.mutable_range_var()->set_relname(bounded ? "dp_bounded" : "dp_per_unit");
     source.mutable_range_var()->set_inh(true);
     source.mutable_range_var()->set_relpersistence("p");
     source.mutable_range_var()->set_location(-1);
-    if (!group_keys_.empty()) {
-      // §8.3: keep at most k groups per unit, chosen at random.
+    if (bounded) {
+      // §8.3: keep at most k groups per unit, chosen at random. (§8.4: in
+      // the other per-unit shape no unit has more than k groups, so this
+      // filter would keep every row and is left out.)
       add_cte("dp_bounded",
               ParseFixed("SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
                          "pg_catalog.random()) AS dp_rank FROM dp_per_unit"));
@@ -1455,6 +1739,7 @@ class PrivateAnalyser {
   pb::RangeVar range_;
   std::string alias_;
   std::vector<std::string> public_relations_;
+  const SchemaFacts& facts_;
   std::vector<pb::Node> from_;         // FROM items, validated and rewritten in place
   std::vector<pb::Node*> join_quals_;  // into from_
   std::vector<std::string> public_aliases_;
@@ -1470,8 +1755,8 @@ class PrivateAnalyser {
 
 std::variant<PrivateRewrite, Refusal> RewritePrivateAggregate(
     const pb::SelectStmt& select, const config::Dataset& dataset, const config::TableSpec& table,
-    std::vector<std::string> public_relations) {
-  PrivateAnalyser analyser(select, dataset, table, std::move(public_relations));
+    std::vector<std::string> public_relations, const SchemaFacts& facts) {
+  PrivateAnalyser analyser(select, dataset, table, std::move(public_relations), facts);
   return analyser.Run();
 }
 

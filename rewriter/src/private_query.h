@@ -6,6 +6,7 @@
 
 #include "dpgate/config/config.h"
 #include "dpgate/rewriter/release_plan.h"
+#include "dpgate/rewriter/schema_facts.h"
 #include "tree.h"
 
 namespace dpgate::rewriter::internal {
@@ -18,9 +19,10 @@ struct PrivateRewrite {
 // `select` has already been scanned: every relation in it is resolved and
 // schema-qualified, and it reads the private `table` of `dataset` and
 // possibly the public tables `public_relations` (schema.name); any other
-// shape is refused here.
+// shape is refused here. `facts` only choose between equally bounded shapes
+// (docs/REWRITER.md §8.4–§8.5); they never decide acceptance.
 std::variant<PrivateRewrite, Refusal> RewritePrivateAggregate(
     const pb::SelectStmt& select, const config::Dataset& dataset, const config::TableSpec& table,
-    std::vector<std::string> public_relations);
+    std::vector<std::string> public_relations, const SchemaFacts& facts);
 
 }  // namespace dpgate::rewriter::internal

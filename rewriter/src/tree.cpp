@@ -11,6 +11,12 @@
 
 namespace dpgate::rewriter::internal {
 
+std::string Lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return text;
+}
+
 Result<pb::ParseResult> Parse(const std::string& sql) {
   PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(sql.c_str());
   if (parsed.error != nullptr) {

@@ -33,6 +33,9 @@ Result<std::string> Deparse(const pb::Node& stmt, int32_t version);
 // "line L, column C" of a byte offset into `sql` (columns count characters).
 std::string Position(std::string_view sql, int location);
 
+// ASCII lower case, as PostgreSQL folds unquoted identifiers.
+std::string Lower(std::string text);
+
 // Builders. Each returns a fresh node; callers move them into place.
 pb::Node MakeColumnRef(const std::vector<std::string>& names);
 pb::Node MakeStar();

@@ -185,3 +185,31 @@ TEST_CASE(
   INFO("upstream log between the markers:\n" << between);
   CHECK(between.find("statement:") == std::string::npos);
 }
+
+TEST_CASE("a query refused for budget runs nothing upstream") {
+  ServeFixture f;
+  dpgate::testing::ExecSql(f.pg, f.db, "alter role " + f.reader + " set log_statement = 'all'");
+  PGconn* conn = PQconnectdb(f.Dsn("bob", dpgate::testing::kBobPassword).c_str());
+  REQUIRE(PQstatus(conn) == CONNECTION_OK);
+  // 0.5 of bob's 0.6: the next charge of 0.5 cannot fit.
+  PGresult* first = PQexec(conn, "SELECT count(*) FROM people WHERE score > 3.25");
+  REQUIRE(PQresultStatus(first) == PGRES_TUPLES_OK);
+  PQclear(first);
+  // A distinctive constant, so its SQL is recognisable in the upstream log.
+  const std::string refused_sql = "SELECT count(*) FROM people WHERE score > 71.8125";
+  PGresult* refused = PQexec(conn, refused_sql.c_str());
+  REQUIRE(PQresultStatus(refused) == PGRES_FATAL_ERROR);
+  CHECK(std::string(PQresultErrorField(refused, PG_DIAG_SQLSTATE)) == "53400");
+  PQclear(refused);
+  // A later statement of the same session reaches the upstream's log, so the
+  // log has caught up past the refusal when it is read.
+  const std::string marker = "after-refusal-" + f.db;
+  PGresult* after = PQexec(conn, ("SELECT '" + marker + "'").c_str());
+  REQUIRE(PQresultStatus(after) == PGRES_TUPLES_OK);
+  PQclear(after);
+  PQfinish(conn);
+  const std::string log = ReadFile(UpstreamLogPath());
+  REQUIRE(log.find(marker) != std::string::npos);
+  CHECK(log.find("3.25") != std::string::npos);  // the charged query did run
+  CHECK(log.find("71.8125") == std::string::npos);
+}

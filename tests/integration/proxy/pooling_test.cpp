@@ -1,9 +1,11 @@
 // Upstream pooling through dpgate serve: idle clients hold no upstream
 // connection, pool_size bounds the backends, and transaction pooling keeps
 // each client's settings to itself.
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <pqxx/pqxx>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "serve_fixture.h"
@@ -67,4 +69,28 @@ TEST_CASE("transaction pooling shares one connection and keeps each client's set
   ta.exec("COMMIT");
   CHECK(tb.exec1("SELECT label FROM lookup WHERE code = 'b'")[0].as<std::string>() == "Group B");
   CHECK(UpstreamBackends(f) == 1);
+}
+
+TEST_CASE("eight busy clients get every answer, with no session dropped") {
+  ServeFixture f;
+  std::vector<std::thread> threads;
+  std::atomic<int> answered{0};
+  std::atomic<int> failed{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&f, &answered, &failed, t] {
+      try {
+        pqxx::connection c(f.Dsn("alice", kAlicePassword));
+        pqxx::nontransaction tx(c);
+        for (int i = 0; i < 300; ++i) {
+          const int v = tx.exec1("SELECT " + std::to_string(t * 1000 + i))[0].as<int>();
+          if (v == t * 1000 + i) ++answered;
+        }
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failed.load() == 0);
+  CHECK(answered.load() == 8 * 300);
 }

@@ -32,6 +32,8 @@ struct Case {
   std::string sql;
   std::vector<std::string> search_path = {"$user", "public"};
   std::string user = "alice";
+  std::string unique;  // schema facts (fixtures.h ParseFacts); none by default
+  std::string types;
   std::vector<Expectation> expectations;
 };
 
@@ -56,7 +58,8 @@ const std::vector<std::string>& Keys() {
       "sqlstate",     "reason",      "rewritten",   "not_rewritten", "partition",
       "column",       "sensitivity", "sql_columns", "having",        "order",
       "limit",        "offset",      "command",     "value",         "search_path_after",
-      "size_catalog", "relations",   "dataset",     "public_keys"};
+      "size_catalog", "relations",   "dataset",     "public_keys",   "unique",
+      "types",        "shape",       "shape_reason"};
   return keys;
 }
 
@@ -111,6 +114,10 @@ std::vector<Case> LoadCases(const std::filesystem::path& file) {
         c.search_path = SplitList(e.value);
       } else if (e.key == "user") {
         c.user = e.value;
+      } else if (e.key == "unique") {
+        c.unique = e.value;
+      } else if (e.key == "types") {
+        c.types = e.value;
       } else {
         c.expectations.push_back(e);
       }
@@ -187,6 +194,10 @@ void CheckExpectation(const Case& c, const std::vector<StatementResult>& results
     std::stringstream words(e.value);
     if (e.key == "partition") {
       CHECK(std::string(ToString(plan.partition_selection.kind)) == e.value);
+    } else if (e.key == "shape") {
+      CHECK(std::string(ToString(plan.shape)) == e.value);
+    } else if (e.key == "shape_reason") {
+      CHECK(plan.shape_reason.find(e.value) != std::string::npos);
     } else if (e.key == "public_keys") {
       std::vector<std::string> flat;
       for (const auto& keys : plan.partition_selection.public_keys) {
@@ -294,12 +305,30 @@ void CheckInvariants(const Case& c, const std::vector<StatementResult>& results,
           CHECK(r.rewritten_sql.find(hi.str()) != std::string::npos);
         }
       }
-      if (plan.partition_selection.kind != PartitionSelection::Kind::kNone) {
-        CHECK(r.rewritten_sql.find("row_number() OVER (PARTITION BY dp_unit ORDER BY "
-                                   "pg_catalog.random())") != std::string::npos);
-        CHECK(r.rewritten_sql.find("dp_rank <= " +
-                                   std::to_string(table->table->max_groups_contributed)) !=
-              std::string::npos);
+      // The shape (docs/REWRITER.md §8, §8.4, §8.5): row_number() and its
+      // filter exactly in the bounded shape, which a global aggregate never
+      // needs; per-unit pre-aggregation in every shape but per_row, whose
+      // sensitivities use k = c = 1.
+      const bool bounded = plan.shape == PlanShape::kPerUnitBounded;
+      CHECK(!plan.shape_reason.empty());
+      CHECK((r.rewritten_sql.find("row_number() OVER (PARTITION BY dp_unit ORDER BY "
+                                  "pg_catalog.random())") != std::string::npos) == bounded);
+      CHECK((r.rewritten_sql.find("dp_rank <= " +
+                                  std::to_string(table->table->max_groups_contributed)) !=
+             std::string::npos) == bounded);
+      if (bounded) CHECK(plan.partition_selection.kind != PartitionSelection::Kind::kNone);
+      const bool per_row = plan.shape == PlanShape::kPerRow;
+      CHECK((r.rewritten_sql.find("dp_per_unit") == std::string::npos) == per_row);
+      if (per_row) {
+        CHECK(plan.max_groups_contributed == 1);
+        CHECK(plan.max_rows_per_group == 1);
+        CHECK(plan.partition_selection.max_groups_contributed == 1);
+        for (const auto& column : plan.columns) {
+          for (const auto& input : column.inputs) CHECK(input.sensitivity.max_groups == 1);
+        }
+      } else {
+        CHECK(plan.max_groups_contributed == table->table->max_groups_contributed);
+        CHECK(plan.max_rows_per_group == table->table->max_rows_per_group);
       }
     }
   }
@@ -324,7 +353,8 @@ TEST_CASE("rewriter case files", "[rewriter]") {
       SessionContext session;
       session.search_path = c.search_path;
       session.user = c.user;
-      auto results = Classify(c.sql, config, session);
+      const SchemaFacts facts = testing::ParseFacts(c.unique, c.types);
+      auto results = Classify(c.sql, config, session, facts);
       REQUIRE(results.ok());
       CheckInvariants(c, *results, config);
       for (const auto& e : c.expectations) CheckExpectation(c, *results, e);

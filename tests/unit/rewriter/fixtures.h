@@ -3,9 +3,12 @@
 // with privacy unit pid and the SmartNoise bounds for age and income.
 #pragma once
 
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "dpgate/config/config.h"
+#include "dpgate/rewriter/schema_facts.h"
 
 namespace dpgate::rewriter::testing {
 
@@ -47,6 +50,11 @@ inline config::Config MakeTestConfig() {
   employees.columns.push_back({"age", 18.0, 100.0, {}});
   employees.columns.push_back(
       {"region", std::nullopt, std::nullopt, {"north", "south", "east", "west"}});
+  // More public keys, for the row_number() shortcut (docs/REWRITER.md §8.4):
+  // with k = 4, shift × remote has 4 groups, grade alone 5.
+  employees.columns.push_back({"shift", std::nullopt, std::nullopt, {"day", "night"}});
+  employees.columns.push_back({"remote", std::nullopt, std::nullopt, {"yes", "no"}});
+  employees.columns.push_back({"grade", std::nullopt, std::nullopt, {"a", "b", "c", "d", "e"}});
   hr.tables.push_back(employees);
   config::TableSpec regions;
   regions.schema = "public";
@@ -55,6 +63,35 @@ inline config::Config MakeTestConfig() {
   hr.tables.push_back(regions);
   config.datasets.push_back(hr);
   return config;
+}
+
+// Schema facts from two comma lists, as the case files write them:
+// `unique` holds schema.table.column items (unique and NOT NULL), `types`
+// holds schema.table.column=type items.
+inline SchemaFacts ParseFacts(const std::string& unique, const std::string& types) {
+  SchemaFacts facts;
+  const auto items = [](const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream stream(list);
+    std::string item;
+    while (std::getline(stream, item, ',')) {
+      const auto begin = item.find_first_not_of(' ');
+      const auto end = item.find_last_not_of(' ');
+      if (begin != std::string::npos) out.push_back(item.substr(begin, end - begin + 1));
+    }
+    return out;
+  };
+  for (const auto& item : items(unique)) {
+    const auto dot = item.rfind('.');
+    facts.AddUniqueNotNull(item.substr(0, dot), item.substr(dot + 1));
+  }
+  for (const auto& item : items(types)) {
+    const auto equals = item.find('=');
+    const std::string column = item.substr(0, equals);
+    const auto dot = column.rfind('.');
+    facts.SetColumnType(column.substr(0, dot), column.substr(dot + 1), item.substr(equals + 1));
+  }
+  return facts;
 }
 
 }  // namespace dpgate::rewriter::testing

@@ -198,5 +198,26 @@ TEST_CASE("plan cache: concurrent use from several threads stays bounded and con
   CHECK(stats.hits + stats.misses == 800);
 }
 
+TEST_CASE("plan cache: schema facts given at construction choose the shape") {
+  const config::Config config = testing::MakeTestConfig();
+  const std::string sql = "SELECT educ, count(*) FROM pums.pums GROUP BY educ";
+  PlanCache plain(config);
+  PlanCache with_facts(config, testing::ParseFacts("pums.pums.pid", ""), 16);
+  auto bounded = plain.Classify(sql, Alice());
+  auto per_row = with_facts.Classify(sql, Alice());
+  REQUIRE(bounded.ok());
+  REQUIRE(per_row.ok());
+  CHECK((*bounded)->at(0).plan->shape == PlanShape::kPerUnitBounded);
+  CHECK((*per_row)->at(0).plan->shape == PlanShape::kPerRow);
+  CHECK(with_facts.capacity() == 16);
+  // A hit keeps the shape: the facts are fixed for the cache's life.
+  auto again = with_facts.Classify(sql, Alice());
+  REQUIRE(again.ok());
+  CHECK(again->get() == per_row->get());
+  auto fresh = Classify(sql, config, Alice(), testing::ParseFacts("pums.pums.pid", ""));
+  REQUIRE(fresh.ok());
+  CHECK(Render(**per_row) == Render(*fresh));
+}
+
 }  // namespace
 }  // namespace dpgate::rewriter

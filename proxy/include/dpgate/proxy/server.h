@@ -10,6 +10,7 @@
 #include "dpgate/common/result.h"
 #include "dpgate/config/config.h"
 #include "dpgate/proxy/wire.h"
+#include "dpgate/rewriter/schema_facts.h"
 
 namespace dpgate::proxy {
 
@@ -21,6 +22,10 @@ struct ServerOptions {
   std::chrono::seconds shutdown_grace{30};
   wire::Limits limits;
   int ledger_workers = 4;
+  // Unique NOT NULL columns read from the upstream catalog at start: they let
+  // the rewriter emit the cheaper per-row shape (docs/REWRITER.md §8.5). Empty
+  // (the default, and the fallback when they cannot be read) is always safe.
+  rewriter::SchemaFacts schema_facts;
   // Called once the listening socket is bound (tests wait for it).
   std::function<void(uint16_t port)> on_listening;
 };

@@ -15,6 +15,7 @@
 #include "dpgate/common/result.h"
 #include "dpgate/config/config.h"
 #include "dpgate/rewriter/rewriter.h"
+#include "dpgate/rewriter/schema_facts.h"
 
 namespace dpgate::rewriter {
 
@@ -38,8 +39,11 @@ class PlanCache {
     uint64_t evictions = 0;
   };
 
-  // `config` must outlive the cache. `capacity` >= 1 entries (LRU).
+  // `config` must outlive the cache. `capacity` >= 1 entries (LRU). `facts`
+  // (read from the upstream catalog at start) are fixed for the cache's life
+  // like the config, so they need no place in the key.
   explicit PlanCache(const config::Config& config, size_t capacity = kDefaultCapacity);
+  PlanCache(const config::Config& config, SchemaFacts facts, size_t capacity = kDefaultCapacity);
   PlanCache(const PlanCache&) = delete;
   PlanCache& operator=(const PlanCache&) = delete;
 
@@ -60,6 +64,7 @@ class PlanCache {
   };
 
   const config::Config& config_;
+  const SchemaFacts facts_;
   const size_t capacity_;
   mutable std::mutex mutex_;
   std::list<Entry> lru_;  // most recently used first; guarded by mutex_

@@ -112,12 +112,26 @@ struct OrderKey {
   bool nulls_first = false;  // PostgreSQL default: NULLS LAST for ASC, FIRST for DESC
 };
 
+// Which SQL shape the rewrite has (docs/REWRITER.md §8). All three bound each
+// unit's contribution; the cheaper ones are taken only when a bounding step
+// provably removes nothing (§8.4, §8.5; docs/PRIVACY.md §2.2–§2.3).
+enum class PlanShape {
+  kPerUnitBounded,      // per-unit pre-aggregation + row_number() <= k (§8)
+  kPerUnitNoRowNumber,  // per-unit pre-aggregation; no unit can reach more than k groups (§8.4)
+  kPerRow,              // clamped per row; every unit is at most one row (§8.5)
+};
+const char* ToString(PlanShape shape);  // "per_unit_bounded", "per_unit_no_row_number", "per_row"
+
 struct ReleasePlan {
   std::string dataset;
   std::string table;  // schema.name of the private table
   std::string privacy_unit;
-  int64_t max_groups_contributed = 1;    // k
-  int64_t max_rows_per_group = 1;        // c
+  // The k and c the sensitivities use: the config's, or 1 and 1 for kPerRow,
+  // where each unit is one row in one group (docs/REWRITER.md §8.5).
+  int64_t max_groups_contributed = 1;  // k
+  int64_t max_rows_per_group = 1;      // c
+  PlanShape shape = PlanShape::kPerUnitBounded;
+  std::string shape_reason;              // why this shape (and not a cheaper one) was chosen
   std::vector<std::string> sql_columns;  // the rewritten SQL's output columns, in order
   std::vector<OutputColumn> columns;     // the user's output columns, in order
   PartitionSelection partition_selection;

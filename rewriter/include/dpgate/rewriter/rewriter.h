@@ -12,6 +12,7 @@
 #include "dpgate/common/result.h"
 #include "dpgate/config/config.h"
 #include "dpgate/rewriter/release_plan.h"
+#include "dpgate/rewriter/schema_facts.h"
 
 namespace dpgate::rewriter {
 
@@ -66,9 +67,11 @@ struct StatementResult {
   std::string dataset;  // the private dataset touched, if any
   // schema.name of every relation the statement reads (after resolution).
   std::vector<std::string> relations;
-  // True when the statement reads a catalog relation that exposes table sizes
-  // (pg_class.reltuples/relpages): the proxy must mask them for private tables
-  // (DESIGN.md §2 "Catalog size leaks are masked"; docs/REWRITER.md §4).
+  // True when the statement reads table sizes in a way the rewriter cannot
+  // mask (a `*` or whole-row reference over pg_class, ...): it is then
+  // refused. Size reads that can be masked are rewritten in rewritten_sql
+  // and leave this false (DESIGN.md §2 "Catalog size leaks are masked";
+  // docs/REWRITER.md §3.3). The proxy also refuses a statement with it set.
   bool reads_size_catalog = false;
   DpgateCommandKind command = DpgateCommandKind::kNone;
   std::optional<double> command_value;  // for kSetEpsilon / kSetDelta
@@ -82,6 +85,12 @@ struct StatementResult {
 // The proxy must refuse the whole string when any statement is refused.
 // Errors only for internal failures (e.g. a rewritten tree that does not
 // deparse): the caller treats those as a refusal with a generic message.
+// `facts` (unique NOT NULL columns read from the upstream catalog) let a
+// private rewrite take a cheaper shape when it is provably still bounded
+// (docs/REWRITER.md §8.4–§8.5); without facts the per-row shape is never used.
+Result<std::vector<StatementResult>> Classify(std::string_view sql, const config::Config& config,
+                                              const SessionContext& session,
+                                              const SchemaFacts& facts);
 Result<std::vector<StatementResult>> Classify(std::string_view sql, const config::Config& config,
                                               const SessionContext& session);
 
