@@ -86,7 +86,7 @@ class Walker {
   void Fail(int line, const std::string& path, const std::string& what) {
     std::string message = source_ + ":" + std::to_string(line) + ": ";
     if (!path.empty()) message += path + ": ";
-    errors_.push_back({line, message + what});
+    errors_.emplace_back(line, message + what);
   }
   void Fail(const Field& f, const std::string& what) { Fail(f.line, f.path, what); }
 
@@ -240,7 +240,7 @@ std::optional<bool> Walker::Bool(const Field& f) {
 }
 
 std::optional<std::string> Walker::OneOf(const Field& f, const std::vector<std::string>& words) {
-  const auto text = f.node.IsScalar() ? std::optional<std::string>(f.node.Scalar()) : std::nullopt;
+  auto text = f.node.IsScalar() ? std::optional<std::string>(f.node.Scalar()) : std::nullopt;
   if (text && std::find(words.begin(), words.end(), *text) != words.end()) return text;
   std::string what = "expected one of " + Join(words) + ", got " + Describe(f.node);
   if (text) {

@@ -1636,7 +1636,7 @@ class PrivateAnalyser {
     // Per unit it counts the per-unit rows; per row (§8.5) it counts rows,
     // which are the distinct units because each unit is at most one row.
     outer_targets.push_back(MakeResTarget("dp_units", MakeCountStar()));
-    plan_.sql_columns.push_back("dp_units");
+    plan_.sql_columns.emplace_back("dp_units");
     const int units_column = static_cast<int>(plan_.sql_columns.size()) - 1;
     for (const size_t index : units_users) {
       plan_.columns[index].inputs[0].sql_column = units_column;

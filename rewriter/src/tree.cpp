@@ -280,7 +280,7 @@ std::string DerivedColumnName(const pb::Node& value) {
     case pb::Node::kFuncCall:
       return FunctionName(value.func_call());
     case pb::Node::kTypeCast: {
-      const std::string inner = DerivedColumnName(value.type_cast().arg());
+      std::string inner = DerivedColumnName(value.type_cast().arg());
       if (inner != "?column?") return inner;
       const auto& names = value.type_cast().type_name().names();
       if (!names.empty() && names.rbegin()->has_string()) return names.rbegin()->string().sval();

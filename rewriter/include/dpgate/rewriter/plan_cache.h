@@ -29,7 +29,7 @@ class PlanCache {
   static constexpr size_t kDefaultCapacity = 1024;
   // Longer query texts are classified but not cached, so that the cache's
   // memory stays bounded (capacity × this, plus the results).
-  static constexpr size_t kMaxCachedQueryBytes = 64 * 1024;
+  static constexpr size_t kMaxCachedQueryBytes = size_t{64} * 1024;
 
   using Statements = std::shared_ptr<const std::vector<StatementResult>>;
 
