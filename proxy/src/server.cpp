@@ -393,6 +393,7 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class Step { kOk, kError, kClose };
   awaitable<bool> HandleExtended(const wire::Frame& frame);
   awaitable<Step> ProtocolViolation(const Error& error);
+  Step QueueViolation(const Error& error);
   awaitable<Step> HandleParse(std::string_view body);
   Step HandleBind(std::string_view body);
   awaitable<Step> HandleDescribe(std::string_view body);
@@ -1397,17 +1398,17 @@ awaitable<bool> Session::DescribeUpstream(PreparedStatement& statement) {
   co_return true;
 }
 
+// A malformed message is a protocol violation: the FATAL is queued and the
+// connection ends (Run flushes and closes on kClose).
+Session::Step Session::QueueViolation(const Error& error) {
+  out_.ErrorResponse(WithSeverity(
+      MakeDiagnostic(error.code.empty() ? "08P01" : error.code, error.message), "FATAL"));
+  return Step::kClose;
+}
+
 Session::Step Session::HandleBind(std::string_view body) {
   auto message = wire::ParseBind(body);
-  if (!message.ok()) {
-    // A malformed Bind is a protocol violation: the connection ends (Run
-    // closes it when it sees kClose after the FATAL is queued).
-    out_.ErrorResponse(
-        WithSeverity(MakeDiagnostic(message.error().code.empty() ? "08P01" : message.error().code,
-                                    message.error().message),
-                     "FATAL"));
-    return Step::kClose;
-  }
+  if (!message.ok()) return QueueViolation(message.error());
   auto it = statements_.find(message->statement);
   if (it == statements_.end()) {
     SendError(MakeDiagnostic("26000",
@@ -1659,13 +1660,7 @@ awaitable<Session::Step> Session::HandleExecute(std::string_view body) {
 
 Session::Step Session::HandleClose(std::string_view body) {
   auto message = wire::ParseClose(body);
-  if (!message.ok()) {
-    out_.ErrorResponse(
-        WithSeverity(MakeDiagnostic(message.error().code.empty() ? "08P01" : message.error().code,
-                                    message.error().message),
-                     "FATAL"));
-    return Step::kClose;
-  }
+  if (!message.ok()) return QueueViolation(message.error());
   // Closing a name that does not exist is not an error (§55.7, Close).
   if (message->kind == 'S') {
     statements_.erase(message->name);
