@@ -44,18 +44,10 @@ void CollectJoinAliases(const Message& message, std::vector<std::string>* names)
       names->push_back(node.join_expr().alias().aliasname());
     }
   }
-  const auto* reflection = message.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
-        CollectJoinAliases(reflection->GetRepeatedMessage(message, field, j), names);
-      }
-    } else if (reflection->HasField(message, field)) {
-      CollectJoinAliases(reflection->GetMessage(message, field), names);
-    }
-  }
+  AnyChild(message, [names](const Message& child) {
+    CollectJoinAliases(child, names);
+    return false;
+  });
 }
 
 bool NamesClass(const pb::Node& field, const std::vector<std::string>& names) {
@@ -94,23 +86,9 @@ bool SeesWholeRow(const Message& message, const std::vector<std::string>& names,
       return true;
     }
   }
-  const auto* reflection = message.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
-        if (SeesWholeRow(reflection->GetRepeatedMessage(message, field, j), names,
-                         level_has_class)) {
-          return true;
-        }
-      }
-    } else if (reflection->HasField(message, field) &&
-               SeesWholeRow(reflection->GetMessage(message, field), names, level_has_class)) {
-      return true;
-    }
-  }
-  return false;
+  return AnyChild(message, [&names, level_has_class](const Message& child) {
+    return SeesWholeRow(child, names, level_has_class);
+  });
 }
 
 // A NATURAL join involving pg_class, or USING naming a size column, compares
@@ -127,20 +105,7 @@ bool JoinsOnSizeColumn(const Message& message) {
       }
     }
   }
-  const auto* reflection = message.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
-        if (JoinsOnSizeColumn(reflection->GetRepeatedMessage(message, field, j))) return true;
-      }
-    } else if (reflection->HasField(message, field) &&
-               JoinsOnSizeColumn(reflection->GetMessage(message, field))) {
-      return true;
-    }
-  }
-  return false;
+  return AnyChild(message, [](const Message& child) { return JoinsOnSizeColumn(child); });
 }
 
 pb::Node MakeCast(pb::Node value, const std::vector<std::string>& type, bool array) {

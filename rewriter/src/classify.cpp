@@ -517,20 +517,10 @@ class Scanner {
       }
       return;
     }
-    const auto* descriptor = message.GetDescriptor();
-    const auto* reflection = message.GetReflection();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-      if (field->is_repeated()) {
-        for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
-          CheckStringArguments(reflection->GetRepeatedMessage(message, field, j), function,
-                               location);
-        }
-      } else if (reflection->HasField(message, field)) {
-        CheckStringArguments(reflection->GetMessage(message, field), function, location);
-      }
-    }
+    internal::AnyChild(message, [this, &function, location](const Message& child) {
+      CheckStringArguments(child, function, location);
+      return false;
+    });
   }
 
   void VisitFuncCall(const pb::FuncCall& call) {

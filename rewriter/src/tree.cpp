@@ -11,6 +11,25 @@
 
 namespace dpgate::rewriter::internal {
 
+bool AnyChild(const google::protobuf::Message& message,
+              const std::function<bool(const google::protobuf::Message&)>& visit) {
+  const auto* descriptor = message.GetDescriptor();
+  const auto* reflection = message.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const auto* field = descriptor->field(i);
+    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (field->is_repeated()) {
+      for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
+        if (visit(reflection->GetRepeatedMessage(message, field, j))) return true;
+      }
+    } else if (reflection->HasField(message, field) &&
+               visit(reflection->GetMessage(message, field))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string Lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -32,6 +33,13 @@ Result<std::string> Deparse(const pb::Node& stmt, int32_t version);
 
 // "line L, column C" of a byte offset into `sql` (columns count characters).
 std::string Position(std::string_view sql, int location);
+
+// Calls `visit` on each direct child message of `message` (every set
+// singular and every repeated message field, in field order) until it
+// returns true; true when one did. The one walk over a parse tree's children
+// that the read-only analyses share.
+bool AnyChild(const google::protobuf::Message& message,
+              const std::function<bool(const google::protobuf::Message&)>& visit);
 
 // ASCII lower case, as PostgreSQL folds unquoted identifiers.
 std::string Lower(std::string text);
