@@ -10,6 +10,7 @@
 #include <set>
 
 #include "catalog_query.h"
+#include "derived_relations.h"
 #include "dpgate/mechanisms/budget_split.h"
 #include "dpgate/rewriter/rewriter.h"
 #include "private_query.h"
@@ -648,6 +649,12 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
   for (const auto& relation : scanner.relations()) {
     if (relation.kind == RelationKind::kPublic)
       public_relations.push_back(relation.schema + "." + relation.name);
+  }
+  // Subqueries and CTEs in FROM that only project and filter are merged
+  // first, so the bounded rewrite checks one flat FROM (docs/REWRITER.md §5.4).
+  if (auto refusal = internal::InlineDerivedRelations(statement.mutable_select_stmt())) {
+    outcome.refusal = std::move(*refusal);
+    return outcome;
   }
   auto rewritten =
       internal::RewritePrivateAggregate(statement.select_stmt(), *private_relation->dataset,

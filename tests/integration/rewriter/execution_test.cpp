@@ -233,6 +233,64 @@ TEST_CASE("execution: one unit with 10,000 rows in 50 groups moves each group by
   }
 }
 
+// A subquery or CTE in FROM that projects and filters is merged into the
+// outer query (docs/REWRITER.md §5.4): renamed columns keep their bounds, the
+// heavy unit moves each group by at most what the plan says and reaches at
+// most k groups, and without it the answer is the true aggregate.
+TEST_CASE("execution: subqueries and CTEs in FROM are bounded like the flat query") {
+  const TestPg pg = dpgate::testing::RequireTestPg();
+  const std::string db = dpgate::testing::CreateTestDatabase(pg, "rw_derived");
+  LoadVisits(pg, db);
+  const config::Config config = MakeExecConfig();
+  const std::vector<std::string> forms = {
+      "SELECT t.g, count(*) AS n, sum(t.a) AS total FROM (SELECT uid, grp AS g, amount AS a "
+      "FROM exec.visits WHERE amount > -100) AS t GROUP BY t.g",
+      "WITH v AS (SELECT * FROM exec.visits WHERE amount > -100) "
+      "SELECT v.grp, count(*) AS n, sum(v.amount) AS total FROM v GROUP BY v.grp",
+      "SELECT g, count(*) AS n, sum(a) AS total FROM (SELECT grp AS g, a FROM (SELECT grp, "
+      "amount AS a FROM exec.visits) AS inner_rows WHERE a > -100) AS t GROUP BY g"};
+  std::vector<StatementResult> results;
+  std::vector<std::map<std::string, GroupValues>> with;
+  for (const auto& sql : forms) {
+    results.push_back(RewritePrivate(sql, config));
+    const ReleasePlan& plan = *results.back().plan;
+    REQUIRE(plan.max_groups_contributed == kMaxGroups);
+    REQUIRE(plan.columns[2].lower == std::optional<double>(kLower));
+    REQUIRE(plan.columns[2].upper == std::optional<double>(kUpper));
+    with.push_back(ByGroup(Run(pg, db, results.back().rewritten_sql), plan));
+  }
+  dpgate::testing::ExecSql(pg, db, "DELETE FROM exec.visits WHERE uid = 0");
+  const auto truth = Run(pg, db,
+                         "SELECT grp::text, count(*), sum(amount) FROM exec.visits "
+                         "WHERE amount > -100 GROUP BY grp");
+  REQUIRE(truth.size() == 40);
+  for (size_t f = 0; f < forms.size(); ++f) {
+    INFO(forms[f] << "\n-> " << results[f].rewritten_sql);
+    const ReleasePlan& plan = *results[f].plan;
+    const int count_col = QuantityColumn(plan, 1, 0);
+    const int sum_col = QuantityColumn(plan, 2, 0);
+    const double count_delta = plan.columns[1].inputs[0].sensitivity.per_group;
+    const double sum_delta = plan.columns[2].inputs[0].sensitivity.per_group;
+    const auto without = ByGroup(Run(pg, db, results[f].rewritten_sql), plan);
+    REQUIRE(without.size() == truth.size());
+    for (const auto& row : truth) {
+      const auto& got = without.at(row[0].c_str());
+      CHECK(got.at(count_col) == row[1].as<double>());
+      CHECK(got.at(sum_col) == Approx(row[2].as<double>()).margin(1e-9));
+    }
+    int touched = 0;
+    for (const auto& [key, values] : with[f]) {
+      const auto it = without.find(key);
+      const double base_count = it == without.end() ? 0 : it->second.at(count_col);
+      const double base_sum = it == without.end() ? 0 : it->second.at(sum_col);
+      CHECK(std::abs(values.at(count_col) - base_count) <= count_delta);
+      CHECK(std::abs(values.at(sum_col) - base_sum) <= sum_delta);
+      if (values.at(count_col) != base_count) ++touched;
+    }
+    CHECK(touched == kMaxGroups);
+  }
+}
+
 // A join with a public table multiplies every private row (five copies per
 // group here), and an outer join adds rows whose unit is NULL: per-unit
 // pre-aggregation runs on the joined rows, so the bounds still hold per unit
