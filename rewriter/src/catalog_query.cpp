@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 
 namespace dpgate::rewriter::internal {
 
@@ -383,6 +384,203 @@ class SizeMasker {
   std::optional<std::string> refusal_;
 };
 
+// ---- per-relation statistics views (docs/REWRITER.md §3.3) -----------------
+
+// What a statistics view's column becomes in its masked replacement: an
+// identity column (oid or name, the same catalog facts pg_class shows) is
+// read from the real view; a counter becomes 0::bigint and a timestamp
+// NULL::timestamptz, what PostgreSQL shows for a table with no activity
+// recorded, so no count of rows, scans or blocks leaves the upstream.
+enum class StatisticsColumnKind { kIdentity, kCounter, kTimestamp };
+
+struct StatisticsColumn {
+  const char* name;
+  StatisticsColumnKind kind;
+};
+
+using StatisticsColumns = std::vector<StatisticsColumn>;
+
+// PostgreSQL 15's columns of each family of views (src/backend/catalog/
+// system_views.sql), in order, with their names and types: a `SELECT *` or a
+// positional reference through dpgate sees the view's own shape. The
+// integration test stat_mask_test.cpp compares them with the real server.
+const StatisticsColumns* StatisticsViewColumns(const std::string& view) {
+  constexpr auto kId = StatisticsColumnKind::kIdentity;
+  constexpr auto kCount = StatisticsColumnKind::kCounter;
+  constexpr auto kTime = StatisticsColumnKind::kTimestamp;
+  static const StatisticsColumns kTables = {{"relid", kId},
+                                            {"schemaname", kId},
+                                            {"relname", kId},
+                                            {"seq_scan", kCount},
+                                            {"seq_tup_read", kCount},
+                                            {"idx_scan", kCount},
+                                            {"idx_tup_fetch", kCount},
+                                            {"n_tup_ins", kCount},
+                                            {"n_tup_upd", kCount},
+                                            {"n_tup_del", kCount},
+                                            {"n_tup_hot_upd", kCount},
+                                            {"n_live_tup", kCount},
+                                            {"n_dead_tup", kCount},
+                                            {"n_mod_since_analyze", kCount},
+                                            {"n_ins_since_vacuum", kCount},
+                                            {"last_vacuum", kTime},
+                                            {"last_autovacuum", kTime},
+                                            {"last_analyze", kTime},
+                                            {"last_autoanalyze", kTime},
+                                            {"vacuum_count", kCount},
+                                            {"autovacuum_count", kCount},
+                                            {"analyze_count", kCount},
+                                            {"autoanalyze_count", kCount}};
+  static const StatisticsColumns kTransactionTables = {{"relid", kId},
+                                                       {"schemaname", kId},
+                                                       {"relname", kId},
+                                                       {"seq_scan", kCount},
+                                                       {"seq_tup_read", kCount},
+                                                       {"idx_scan", kCount},
+                                                       {"idx_tup_fetch", kCount},
+                                                       {"n_tup_ins", kCount},
+                                                       {"n_tup_upd", kCount},
+                                                       {"n_tup_del", kCount},
+                                                       {"n_tup_hot_upd", kCount}};
+  static const StatisticsColumns kIoTables = {{"relid", kId},
+                                              {"schemaname", kId},
+                                              {"relname", kId},
+                                              {"heap_blks_read", kCount},
+                                              {"heap_blks_hit", kCount},
+                                              {"idx_blks_read", kCount},
+                                              {"idx_blks_hit", kCount},
+                                              {"toast_blks_read", kCount},
+                                              {"toast_blks_hit", kCount},
+                                              {"tidx_blks_read", kCount},
+                                              {"tidx_blks_hit", kCount}};
+  static const StatisticsColumns kIndexes = {{"relid", kId},           {"indexrelid", kId},
+                                             {"schemaname", kId},      {"relname", kId},
+                                             {"indexrelname", kId},    {"idx_scan", kCount},
+                                             {"idx_tup_read", kCount}, {"idx_tup_fetch", kCount}};
+  static const StatisticsColumns kIoIndexes = {
+      {"relid", kId},        {"indexrelid", kId},       {"schemaname", kId},     {"relname", kId},
+      {"indexrelname", kId}, {"idx_blks_read", kCount}, {"idx_blks_hit", kCount}};
+  static const StatisticsColumns kIoSequences = {{"relid", kId},
+                                                 {"schemaname", kId},
+                                                 {"relname", kId},
+                                                 {"blks_read", kCount},
+                                                 {"blks_hit", kCount}};
+  static const std::map<std::string, const StatisticsColumns*> kViews = [&] {
+    std::map<std::string, const StatisticsColumns*> views;
+    for (const std::string scope : {"all", "user", "sys"}) {
+      views["pg_stat_" + scope + "_tables"] = &kTables;
+      views["pg_stat_xact_" + scope + "_tables"] = &kTransactionTables;
+      views["pg_statio_" + scope + "_tables"] = &kIoTables;
+      views["pg_stat_" + scope + "_indexes"] = &kIndexes;
+      views["pg_statio_" + scope + "_indexes"] = &kIoIndexes;
+      views["pg_statio_" + scope + "_sequences"] = &kIoSequences;
+    }
+    return views;
+  }();
+  const auto found = kViews.find(view);
+  return found == kViews.end() ? nullptr : found->second;
+}
+
+bool IsMaskedStatisticsRange(const pb::RangeVar& range) {
+  return range.catalogname().empty() && range.schemaname() == "pg_catalog" &&
+         StatisticsViewColumns(range.relname()) != nullptr;
+}
+
+// `(SELECT relid, schemaname, relname, 0::bigint AS seq_scan, ...,
+// NULL::timestamptz AS last_vacuum, ... FROM pg_catalog.<view>) AS <alias>`,
+// built as nodes from the constant column list: the only thing taken from the
+// client's range is its alias (or the view's name, so `view.column` still
+// resolves), never text.
+pb::Node MaskedStatisticsView(const pb::RangeVar& range, const StatisticsColumns& columns) {
+  pb::Node view_query;
+  auto* select = view_query.mutable_select_stmt();
+  for (const auto& column : columns) {
+    switch (column.kind) {
+      case StatisticsColumnKind::kIdentity:
+        *select->add_target_list() = MakeResTarget("", MakeColumnRef({column.name}));
+        break;
+      case StatisticsColumnKind::kCounter:
+        *select->add_target_list() =
+            MakeResTarget(column.name, MakeCast(MakeInteger(0), {"pg_catalog", "int8"}, false));
+        break;
+      case StatisticsColumnKind::kTimestamp:
+        *select->add_target_list() =
+            MakeResTarget(column.name, MakeCast(MakeNull(), {"pg_catalog", "timestamptz"}, false));
+        break;
+    }
+  }
+  auto* view = select->add_from_clause()->mutable_range_var();
+  view->set_schemaname("pg_catalog");
+  view->set_relname(range.relname());
+  view->set_inh(true);
+  view->set_relpersistence("p");
+  view->set_location(-1);
+  select->set_limit_option(pb::LIMIT_OPTION_DEFAULT);
+  select->set_op(pb::SETOP_NONE);
+
+  pb::Node replacement;
+  auto* subselect = replacement.mutable_range_subselect();
+  *subselect->mutable_subquery() = std::move(view_query);
+  if (range.has_alias()) {
+    *subselect->mutable_alias() = range.alias();
+  } else {
+    subselect->mutable_alias()->set_aliasname(range.relname());
+  }
+  return replacement;
+}
+
+// Replaces the masked statistics views in FROM-item position (a SELECT's FROM
+// list and the two sides of a join, at any depth); counts what it replaced
+// and records any other RangeVar naming one (TABLESAMPLE's relation), which
+// cannot hold a subquery. A replacement is not walked again.
+class StatisticsViewMasker {
+ public:
+  void Walk(Message* message) {
+    const auto* descriptor = message->GetDescriptor();
+    const auto* reflection = message->GetReflection();
+    if (descriptor == pb::RangeVar::descriptor()) {
+      const auto& range = static_cast<const pb::RangeVar&>(*message);
+      if (IsMaskedStatisticsRange(range)) unmaskable_.push_back(range.relname());
+      return;
+    }
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      const auto* field = descriptor->field(i);
+      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+      const bool from_item =
+          (descriptor == pb::SelectStmt::descriptor() && field->name() == "from_clause") ||
+          (descriptor == pb::JoinExpr::descriptor() &&
+           (field->name() == "larg" || field->name() == "rarg"));
+      if (field->is_repeated()) {
+        for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
+          Visit(reflection->MutableRepeatedMessage(message, field, j), from_item);
+        }
+      } else if (reflection->HasField(*message, field)) {
+        Visit(reflection->MutableMessage(message, field), from_item);
+      }
+    }
+  }
+
+  int replaced() const { return replaced_; }
+  const std::vector<std::string>& unmaskable() const { return unmaskable_; }
+
+ private:
+  void Visit(Message* child, bool from_item) {
+    if (from_item && child->GetDescriptor() == pb::Node::descriptor()) {
+      auto* node = static_cast<pb::Node*>(child);
+      if (node->has_range_var() && IsMaskedStatisticsRange(node->range_var())) {
+        const auto* columns = StatisticsViewColumns(node->range_var().relname());
+        *node = MaskedStatisticsView(node->range_var(), *columns);
+        ++replaced_;
+        return;
+      }
+    }
+    Walk(child);
+  }
+
+  int replaced_ = 0;
+  std::vector<std::string> unmaskable_;
+};
+
 bool HoldsConfiguredTables(const config::Config& config, const std::string& schema) {
   for (const auto& dataset : config.datasets) {
     for (const auto& table : dataset.tables) {
@@ -471,6 +669,23 @@ std::optional<std::string> MaskSizeReads(pb::Node* statement,
   SizeMasker masker(std::move(names));
   masker.Mask(statement, false, false);
   return masker.refusal();
+}
+
+bool IsMaskedStatisticsView(const std::string& name) {
+  return StatisticsViewColumns(name) != nullptr;
+}
+
+std::optional<std::string> MaskStatisticsViews(pb::Node* statement, int resolved) {
+  StatisticsViewMasker masker;
+  masker.Walk(statement);
+  if (!masker.unmaskable().empty() || masker.replaced() != resolved) {
+    const std::string name =
+        masker.unmaskable().empty() ? "statistics view" : "pg_catalog." + masker.unmaskable()[0];
+    return "relation " + name +
+           " is answered masked only as a plain FROM item (its counters replaced by 0 and "
+           "NULL); TABLESAMPLE over it is refused (docs/REWRITER.md §3.3)";
+  }
+  return std::nullopt;
 }
 
 void SubstituteSessionFunctions(pb::Node* statement, const SessionPath& session) {

@@ -40,6 +40,27 @@ bool IsSizeFunctionName(const std::string& name);
 std::optional<std::string> MaskSizeReads(pb::Node* statement,
                                          const std::vector<ClassReference>& classes);
 
+// The per-relation statistics views of pg_catalog that are answered masked
+// rather than refused (DESIGN.md §2; docs/REWRITER.md §3.3):
+// pg_stat_{all,user,sys}_tables, pg_stat_xact_{all,user,sys}_tables,
+// pg_statio_{all,user,sys}_tables, pg_stat_{all,user,sys}_indexes,
+// pg_statio_{all,user,sys}_indexes and pg_statio_{all,user,sys}_sequences.
+// Every other pg_stat_* / pg_statio_* relation stays denied (§3.1).
+bool IsMaskedStatisticsView(const std::string& name);
+
+// Replaces, in place, every FROM item (at any depth: joins, subqueries, CTEs,
+// LATERAL) naming pg_catalog.<a masked statistics view> with a subquery of
+// the same alias (the view's name when it has none) that selects, in
+// PostgreSQL 15's column order, the view's identity columns (relid,
+// indexrelid, schemaname, relname, indexrelname) and a constant for every
+// counter (0::bigint) and timestamp (NULL::timestamptz). Run on a statement
+// whose relations are resolved and schema-qualified, after every other
+// rewrite, so the replacement is neither walked nor classified again.
+// `resolved`: how many such ranges name resolution found. Returns nullopt
+// when each was replaced, else why the statement cannot be masked (a view
+// under TABLESAMPLE, which takes no subquery).
+std::optional<std::string> MaskStatisticsViews(pb::Node* statement, int resolved);
+
 // The client's session as dpgate resolves names with it: the effective path
 // (pg_catalog first unless listed, "$user" only when it holds configured
 // tables) and the schema current_schema() names (the first non-implicit one,

@@ -78,7 +78,12 @@ const char* const kInformationSchema = "information_schema";
 
 // docs/REWRITER.md §3.1: catalog relations that expose data statistics or
 // secrets. pg_stats holds most-common values and histograms of every column:
-// raw private values.
+// raw private values. The per-relation statistics views (pg_stat_user_tables
+// and kin) are not denied: their counters are exact row counts, but they are
+// answered masked, every counter replaced by PostgreSQL's "no activity" value
+// (internal::MaskStatisticsViews, §3.3). The other pg_stat_*/pg_statio_*
+// views (pg_stat_activity, pg_stat_database, ...) hold counters or query
+// texts with no such per-relation shape, and stay denied.
 bool IsDeniedCatalogRelation(const std::string& name) {
   static const std::set<std::string> kDenied = {"pg_statistic",
                                                 "pg_statistic_ext_data",
@@ -95,7 +100,21 @@ bool IsDeniedCatalogRelation(const std::string& name) {
                                                 "pg_hba_file_rules",
                                                 "pg_ident_file_mappings",
                                                 "pg_subscription"};
+  if (internal::IsMaskedStatisticsView(name)) return false;
   return kDenied.count(name) > 0 || StartsWith(name, "pg_stat_") || StartsWith(name, "pg_statio_");
+}
+
+// Why a denied catalog relation is denied, for the refusal message.
+std::string DeniedCatalogRelationReason(const std::string& name) {
+  if (StartsWith(name, "pg_stat_") || StartsWith(name, "pg_statio_")) {
+    return "it exposes server activity or statistics (row, scan and block counts, other "
+           "sessions' queries) that can reveal private data; of the pg_stat_*/pg_statio_* "
+           "views only the per-table, per-index and per-sequence ones (pg_stat_user_tables, "
+           "pg_statio_user_indexes, ...) are answered, with their counters masked "
+           "(docs/REWRITER.md §3.1, §3.3)";
+  }
+  return "it exposes column statistics, sizes or secrets that can reveal private data "
+         "(docs/REWRITER.md §3.1)";
 }
 
 // pg_class carries reltuples/relpages/relallvisible: its ranges are recorded
@@ -216,9 +235,11 @@ std::string DeniedFunctionReason(const std::string& name) {
       StartsWith(name, "hash_page") || StartsWith(name, "fsm_page")) {
     return "it reads raw table pages or per-table statistics";
   }
-  // Per-table activity counters (n_live_tup, n_tup_ins, ...) have no
-  // constant "unknown" to mask with. The size functions (pg_table_size, ...)
-  // are not denied: they are masked to NULL (docs/REWRITER.md §3.3).
+  // Per-table activity counters (n_live_tup, n_tup_ins, ...) by oid. The
+  // views built on them are answered masked (§3.3), but a call can be
+  // anywhere in any expression and BI tools read the views, not these: they
+  // stay refused. The size functions (pg_table_size, ...) are not denied:
+  // they are masked to NULL (docs/REWRITER.md §3.3).
   if (StartsWith(name, "pg_stat_")) {
     return "it reveals table statistics (row counts and activity of every table, private "
            "ones included)";
@@ -309,6 +330,8 @@ class Scanner {
   const std::vector<internal::ClassReference>& class_references() const {
     return class_references_;
   }
+  // The ranges naming a masked statistics view (internal::IsMaskedStatisticsView).
+  const std::vector<std::string>& statistics_views() const { return statistics_views_; }
 
  private:
   void Refuse(std::string code, std::string message, int location) {
@@ -389,6 +412,10 @@ class Scanner {
       reference.renames_columns = range->has_alias() && range->alias().colnames_size() > 0;
       class_references_.push_back(std::move(reference));
     }
+    if (resolved->kind == RelationKind::kCatalog && resolved->schema == kCatalogSchema &&
+        internal::IsMaskedStatisticsView(resolved->name)) {
+      statistics_views_.push_back(resolved->name);
+    }
     relations_.push_back(*resolved);
   }
 
@@ -397,9 +424,7 @@ class Scanner {
     if (schema == kCatalogSchema) {
       if (IsDeniedCatalogRelation(name)) {
         Refuse("42501",
-               "relation pg_catalog." + name +
-                   " is denied: it exposes column statistics, sizes or secrets that can reveal "
-                   "private data (docs/REWRITER.md §3.1)",
+               "relation pg_catalog." + name + " is denied: " + DeniedCatalogRelationReason(name),
                location);
         return std::nullopt;
       }
@@ -562,6 +587,7 @@ class Scanner {
   std::optional<Refusal> refusal_;
   std::vector<ResolvedRelation> relations_;
   std::vector<internal::ClassReference> class_references_;
+  std::vector<std::string> statistics_views_;
 };
 
 // ---- statement-level helpers ----------------------------------------------
@@ -641,7 +667,28 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
     // depends on it are answered for the client's session (§4.4).
     internal::SubstituteSessionFunctions(
         &statement, internal::MakeSessionPath(context.config, context.session));
+    // Last, so no other rewrite walks the replacements: the per-relation
+    // statistics views become subqueries with every counter constant (§3.3).
+    const auto& views = scanner.statistics_views();
+    if (auto why = internal::MaskStatisticsViews(&statement, static_cast<int>(views.size()))) {
+      outcome.refusal = Refusal{"0A000", std::move(*why), -1};
+      return outcome;
+    }
     outcome.statement = std::move(statement);
+    return outcome;
+  }
+  if (!scanner.statistics_views().empty()) {
+    // A private aggregate's validator accepts only its own shape (§5); the
+    // masked views are a catalog-query convenience for BI tools, never an
+    // input to a private query, which stays refused as before.
+    outcome.refusal = Refusal{
+        "42501",
+        "relation pg_catalog." + scanner.statistics_views().front() +
+            " is refused in a query over the private table " + private_relation->schema + "." +
+            private_relation->name +
+            ": the statistics views are answered (masked) only in queries that read no private "
+            "table; query it separately (docs/REWRITER.md §3.3)",
+        -1};
     return outcome;
   }
   outcome.dataset = private_relation->dataset->name;
