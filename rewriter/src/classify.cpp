@@ -645,21 +645,29 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
     return outcome;
   }
   const ResolvedRelation* private_relation = nullptr;
+  std::vector<const config::TableSpec*> private_tables;
   bool any_public = false;
   for (const auto& relation : scanner.relations()) {
     outcome.relations.push_back(relation.schema + "." + relation.name);
     if (relation.kind == RelationKind::kPublic) any_public = true;
     if (relation.kind != RelationKind::kPrivate) continue;
-    if (private_relation != nullptr && private_relation->table != relation.table) {
+    // Each dataset has its own privacy units and budget: a row joining two
+    // datasets' tables cannot be charged to one (docs/REWRITER.md §5.5).
+    if (private_relation != nullptr && private_relation->dataset != relation.dataset) {
       outcome.refusal = Refusal{"0A000",
-                                "not yet supported: a query over two private tables (" +
+                                "not yet supported: a query over private tables of two datasets (" +
                                     private_relation->schema + "." + private_relation->name +
-                                    " and " + relation.schema + "." + relation.name +
-                                    "); query one private table at a time",
+                                    " in " + private_relation->dataset->name + ", " +
+                                    relation.schema + "." + relation.name + " in " +
+                                    relation.dataset->name + "); query one dataset at a time",
                                 -1};
       return outcome;
     }
-    private_relation = &relation;
+    if (private_relation == nullptr) private_relation = &relation;
+    if (std::find(private_tables.begin(), private_tables.end(), relation.table) ==
+        private_tables.end()) {
+      private_tables.push_back(relation.table);
+    }
   }
   if (private_relation == nullptr) {
     outcome.statement_class = any_public ? StatementClass::kPublic : StatementClass::kCatalog;
@@ -705,7 +713,7 @@ SelectOutcome AnalyseSelect(Node statement, const Context& context) {
   }
   auto rewritten =
       internal::RewritePrivateAggregate(statement.select_stmt(), *private_relation->dataset,
-                                        *private_relation->table, public_relations, context.facts);
+                                        private_tables, public_relations, context.facts);
   if (auto* refusal = std::get_if<Refusal>(&rewritten)) {
     outcome.refusal = *refusal;
     return outcome;

@@ -171,6 +171,39 @@ void VisibleNames(const pb::Node& item, std::vector<std::string>* names,
   }
 }
 
+// Qualifies the unqualified column references below `message` with
+// `relation`, the one table of a subquery's FROM: inside the subquery they
+// can only name its columns, and once merged they must keep doing so (and
+// the join checks of docs/REWRITER.md §5.5 recognise `h.pid`, not `pid`). A
+// subquery expression has its own scope and is left alone (the rewrite
+// refuses it).
+void QualifyColumns(Message* message, const std::string& relation) {
+  const auto* descriptor = message->GetDescriptor();
+  if (descriptor == pb::SubLink::descriptor()) return;
+  if (descriptor == pb::ColumnRef::descriptor()) {
+    auto* ref = static_cast<pb::ColumnRef*>(message);
+    if (ref->fields_size() == 1 && ref->fields(0).has_string()) {
+      const std::string column = ref->fields(0).string().sval();
+      ref->clear_fields();
+      ref->add_fields()->mutable_string()->set_sval(relation);
+      ref->add_fields()->mutable_string()->set_sval(column);
+    }
+    return;
+  }
+  const auto* reflection = message->GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const auto* field = descriptor->field(i);
+    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (field->is_repeated()) {
+      for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
+        QualifyColumns(reflection->MutableRepeatedMessage(message, field, j), relation);
+      }
+    } else if (reflection->HasField(*message, field)) {
+      QualifyColumns(reflection->MutableMessage(message, field), relation);
+    }
+  }
+}
+
 // One subquery in FROM, taken apart for the merge.
 struct DerivedRelation {
   pb::Node* node = nullptr;  // the FROM item to replace
@@ -283,6 +316,12 @@ std::variant<DerivedRelation, Refusal> TakeApart(pb::Node* node) {
       derived.ambiguous.insert(name);
     } else {
       derived.outputs.emplace(name, value);
+    }
+  }
+  if (inner->from_clause_size() == 1 && inner->from_clause(0).has_range_var()) {
+    for (auto& [name, value] : derived.outputs) QualifyColumns(&value, derived.inner_names.front());
+    if (inner->has_where_clause()) {
+      QualifyColumns(inner->mutable_where_clause(), derived.inner_names.front());
     }
   }
   for (auto& item : *inner->mutable_from_clause()) derived.from.push_back(std::move(item));

@@ -206,6 +206,7 @@ std::string ColumnJson(const OutputColumn& c) {
   object.Str("name", c.name).Str("role", ToString(c.role)).Str("type", ToString(c.type));
   if (c.role == ColumnRole::kGroupKey) object.Int("sql_column", c.group_key_sql_column);
   if (!c.source_column.empty()) object.Str("source_column", c.source_column);
+  if (!c.source_table.empty()) object.Str("source_table", c.source_table);
   if (c.lower) object.Num("lower", *c.lower);
   if (c.upper) object.Num("upper", *c.upper);
   if (c.midpoint) object.Num("midpoint", *c.midpoint);
@@ -286,6 +287,7 @@ std::string ToJson(const ReleasePlan& plan) {
   object.Str("dataset", plan.dataset)
       .Str("table", plan.table)
       .Str("privacy_unit", plan.privacy_unit)
+      .Raw("joined_tables", Array(plan.joined_tables, Quote))
       .Int("max_groups_contributed", plan.max_groups_contributed)
       .Int("max_rows_per_group", plan.max_rows_per_group)
       .Str("shape", ToString(plan.shape))
@@ -353,8 +355,9 @@ std::string ToText(const StatementResult& result) {
   if (!result.rewritten_sql.empty()) out << "rewritten SQL:\n  " << result.rewritten_sql << "\n";
   if (!result.plan) return out.str();
   const auto& plan = *result.plan;
-  out << "release plan: dataset " << plan.dataset << ", table " << plan.table << ", unit "
-      << plan.privacy_unit << ", k=" << plan.max_groups_contributed
+  out << "release plan: dataset " << plan.dataset << ", table " << plan.table;
+  for (const auto& joined : plan.joined_tables) out << " joined with " << joined;
+  out << ", unit " << plan.privacy_unit << ", k=" << plan.max_groups_contributed
       << ", c=" << plan.max_rows_per_group << "\n";
   out << "  shape: " << ToString(plan.shape) << " (" << plan.shape_reason << ")\n";
   out << "  sql columns:";

@@ -141,6 +141,7 @@ struct Aggregate {
   std::string column;    // "" for COUNT(*)
   pb::Node argument;     // the column reference as written (COUNT(col) may count a public column)
   const config::ColumnSpec* spec = nullptr;
+  const config::TableSpec* table = nullptr;  // whose column `spec` is
 };
 
 struct GroupKey {
@@ -159,11 +160,12 @@ struct Target {
 class PrivateAnalyser {
  public:
   PrivateAnalyser(const pb::SelectStmt& select, const config::Dataset& dataset,
-                  const config::TableSpec& table, std::vector<std::string> public_relations,
-                  const SchemaFacts& facts)
+                  std::vector<const config::TableSpec*> private_tables,
+                  std::vector<std::string> public_relations, const SchemaFacts& facts)
       : select_(select),
         dataset_(dataset),
-        table_(table),
+        private_tables_(std::move(private_tables)),
+        table_(private_tables_.front()),
         public_relations_(std::move(public_relations)),
         facts_(facts) {}
 
@@ -172,6 +174,7 @@ class PrivateAnalyser {
     if (!refusal_) AnalyseGroupBy();
     if (!refusal_) AnalyseTargets();
     if (!refusal_) AnalyseJoinConditions();
+    if (!refusal_) GuardUnitJoins();
     if (!refusal_) AnalyseWhere();
     if (!refusal_) AnalyseHaving();
     if (!refusal_) AnalyseOrderAndLimit();
@@ -188,7 +191,13 @@ class PrivateAnalyser {
     Refuse("0A000", "not yet supported in a private query: " + std::move(what), location);
   }
 
-  std::string TableName() const { return table_.qualified_name(); }
+  std::string TableName() const { return table_->qualified_name(); }
+  // The private tables the query reads, for messages about all of them.
+  std::string PrivateTableNames() const {
+    std::string names = TableName();
+    for (const auto& joined : joined_private_) names += " or " + joined.spec->qualified_name();
+    return names;
+  }
 
   // ---- shape ---------------------------------------------------------------
 
@@ -231,8 +240,10 @@ class PrivateAnalyser {
     // (docs/REWRITER.md §5.1). Per-unit bounding happens after the join, so
     // however a join multiplies a unit's rows, its contribution stays clamped.
     for (const auto& item : select_.from_clause()) from_.push_back(item);
+    int items_with_private = 0;
     for (auto& item : from_) {
-      if (!CheckFromItem(&item)) return;
+      if (!CheckFromItem(&item, true)) return;
+      if (!PrivatesIn(item).empty()) ++items_with_private;
     }
     if (private_count_ != 1) {
       NotYet(private_count_ == 0 ? "the private table " + TableName() +
@@ -241,9 +252,169 @@ class PrivateAnalyser {
              -1);
       return;
     }
+    if (joined_private_.empty()) return;
+    // Several private tables (docs/REWRITER.md §5.5): every row must hold
+    // rows of one unit only, which JOIN ... ON on the units proves; a comma
+    // list pairs every unit with every other.
+    if (items_with_private > 1) {
+      Refuse("42501",
+             "private tables in a comma-separated FROM list (a cross join) are refused: it pairs "
+             "every person's rows with every other person's, so no row belongs to one privacy "
+             "unit (docs/REWRITER.md §5.5); write JOIN ... ON a.unit = b.unit",
+             -1);
+      return;
+    }
+    if (!primary_preserved_) {
+      NotYet("private table " + TableName() +
+                 " on the NULL-filled side of an outer join with another private table; name "
+                 "first the private table whose rows are all kept (FROM a LEFT JOIN b ON ...)",
+             range_.location());
+    }
   }
 
-  bool CheckFromItem(pb::Node* item) {
+  // The private tables below a FROM item: visible name and config entry.
+  std::vector<std::pair<std::string, const config::TableSpec*>> PrivatesIn(
+      const pb::Node& item) const {
+    std::vector<std::pair<std::string, const config::TableSpec*>> out;
+    std::vector<FromRelation> relations;
+    CollectRelations(item, &relations);
+    for (const auto& relation : relations) {
+      if (const auto* spec = PrivateSpec(relation.qualified())) {
+        out.emplace_back(relation.visible, spec);
+      }
+    }
+    return out;
+  }
+
+  const config::TableSpec* PrivateSpec(const std::string& qualified) const {
+    for (const auto* spec : private_tables_) {
+      if (spec->qualified_name() == qualified) return spec;
+    }
+    return nullptr;
+  }
+
+  // A join between two sides that both hold private tables must equate the
+  // units of one table on each side in a top-level conjunct of its ON, so
+  // every row it produces pairs rows of one unit (docs/REWRITER.md §5.5).
+  bool CheckPrivateJoin(pb::JoinExpr* join) {
+    const auto left = PrivatesIn(join->larg());
+    const auto right = PrivatesIn(join->rarg());
+    if (left.empty() || right.empty()) return true;
+    const std::string tables =
+        left.front().second->qualified_name() + " and " + right.front().second->qualified_name();
+    if (join->is_natural() || join->using_clause_size() > 0 || !join->has_quals()) {
+      Refuse("42501",
+             "joining private tables " + tables +
+                 " is supported only with JOIN ... ON on their privacy units (docs/REWRITER.md "
+                 "§5.5); write ON " +
+                 left.front().first + "." + left.front().second->privacy_unit + " = " +
+                 right.front().first + "." + right.front().second->privacy_unit,
+             -1);
+      return false;
+    }
+    const auto unit_of =
+        [](const pb::Node& node,
+           const std::vector<std::pair<std::string, const config::TableSpec*>>& side) -> bool {
+      if (!node.has_column_ref() || node.column_ref().fields_size() != 2) return false;
+      const auto& fields = node.column_ref().fields();
+      if (!fields[0].has_string() || !fields[1].has_string()) return false;
+      for (const auto& [alias, spec] : side) {
+        if (fields[0].string().sval() == alias && fields[1].string().sval() == spec->privacy_unit) {
+          return true;
+        }
+      }
+      return false;
+    };
+    std::vector<const pb::Node*> conjuncts;
+    Conjuncts(join->quals(), &conjuncts);
+    for (const auto* conjunct : conjuncts) {
+      if (!conjunct->has_a_expr() || !IsEquality(conjunct->a_expr())) continue;
+      const auto& l = conjunct->a_expr().lexpr();
+      const auto& r = conjunct->a_expr().rexpr();
+      if ((unit_of(l, left) && unit_of(r, right)) || (unit_of(l, right) && unit_of(r, left))) {
+        unit_links_.push_back(UnitLink{join, l, r});
+        return true;
+      }
+    }
+    Refuse("42501",
+           "joining private tables " + tables +
+               " is supported only on their privacy units: the ON condition has no conjunct "
+               "equating them, so a row could pair two people's rows (docs/REWRITER.md §5.5); "
+               "add " +
+               left.front().first + "." + left.front().second->privacy_unit + " = " +
+               right.front().first + "." + right.front().second->privacy_unit,
+           NodeLocation(join->quals()));
+    return false;
+  }
+
+  // Equality under the unit columns' own types could match two different
+  // units (bigint = double precision rounds; a nondeterministic collation
+  // equates distinct strings), which would let one person's rows join
+  // another's. The conjunct added here requires the units' text forms to be
+  // byte-equal as well, so a joined row holds rows of one unit only
+  // (docs/PRIVACY.md §2.5). Added after validation: it is dpgate's own
+  // expression, and text output cannot fail.
+  void GuardUnitJoins() {
+    for (auto& link : unit_links_) {
+      std::vector<pb::Node> both;
+      both.push_back(std::move(*link.join->mutable_quals()));
+      both.push_back(MakeOp("=", MakeTextKey(link.left), MakeTextKey(link.right)));
+      *link.join->mutable_quals() = MakeAnd(std::move(both));
+    }
+  }
+
+  bool IsJoinedPrivateAlias(const std::string& name) const {
+    for (const auto& joined : joined_private_) {
+      if (joined.alias == name) return true;
+    }
+    return false;
+  }
+
+  // The config entry of the column a reference names: the joined private
+  // table's when qualified with its alias, none for a public table's, the
+  // partitioning table's otherwise.
+  const config::ColumnSpec* SpecOf(const pb::ColumnRef& ref, const std::string& column) const {
+    const auto* table = TableOf(ref);
+    return table == nullptr ? nullptr : table->FindColumn(column);
+  }
+  const config::TableSpec* TableOf(const pb::ColumnRef& ref) const {
+    if (ref.fields_size() >= 2 && ref.fields(0).has_string()) {
+      const std::string& qualifier = ref.fields(ref.fields_size() - 2).string().sval();
+      for (const auto& joined : joined_private_) {
+        if (joined.alias == qualifier ||
+            (!joined.aliased && ref.fields_size() == 3 && joined.spec->name == qualifier)) {
+          return joined.spec;
+        }
+      }
+    }
+    return IsPublicColumn(ref) ? nullptr : table_;
+  }
+
+  // `h.col` or `schema.table.col` of a joined private table.
+  bool IsJoinedPrivateColumn(const pb::ColumnRef& ref) const {
+    const auto* table = TableOf(ref);
+    return table != nullptr && table != table_;
+  }
+
+  // k and c when several private tables are joined: the largest of theirs.
+  // The noise is calibrated to whatever bound the SQL enforces, so any k and
+  // c give the same ε (docs/PRIVACY.md §2.1); they trade clamping bias for
+  // noise. A join has the row multiplicity of its "many" side, so the
+  // largest bound keeps each table's rows within the bound configured for
+  // it (docs/REWRITER.md §5.5).
+  int MaxGroups() const {
+    int k = table_->max_groups_contributed;
+    for (const auto& joined : joined_private_) k = std::max(k, joined.spec->max_groups_contributed);
+    return k;
+  }
+  int MaxRows() const {
+    int c = table_->max_rows_per_group;
+    for (const auto& joined : joined_private_) c = std::max(c, joined.spec->max_rows_per_group);
+    return c;
+  }
+
+  // `preserved`: no outer join above this item fills it with NULLs.
+  bool CheckFromItem(pb::Node* item, bool preserved) {
     if (item->has_range_var()) {
       const auto& range = item->range_var();
       const std::string qualified = range.schemaname() + "." + range.relname();
@@ -252,10 +423,23 @@ class PrivateAnalyser {
         NotYet("column aliases on a table in FROM", range.location());
         return false;
       }
-      if (qualified == TableName()) {
-        ++private_count_;
-        range_ = range;
-        alias_ = alias;
+      if (const auto* spec = PrivateSpec(qualified)) {
+        const bool seen = (private_count_ > 0 && spec == table_) ||
+                          std::any_of(joined_private_.begin(), joined_private_.end(),
+                                      [spec](const JoinedPrivate& j) { return j.spec == spec; });
+        if (seen) {
+          NotYet("joining private table " + qualified + " with itself", range.location());
+          return false;
+        }
+        if (private_count_ == 0) {
+          ++private_count_;
+          table_ = spec;
+          range_ = range;
+          alias_ = alias;
+          primary_preserved_ = preserved;
+        } else {
+          joined_private_.push_back(JoinedPrivate{spec, alias, range.has_alias()});
+        }
         return true;
       }
       if (std::find(public_relations_.begin(), public_relations_.end(), qualified) ==
@@ -279,7 +463,11 @@ class PrivateAnalyser {
         NotYet("this join type", -1);
         return false;
       }
-      if (!CheckFromItem(join->mutable_larg()) || !CheckFromItem(join->mutable_rarg()))
+      const auto type = join->jointype();
+      const bool left_kept = preserved && (type == pb::JOIN_INNER || type == pb::JOIN_LEFT);
+      const bool right_kept = preserved && (type == pb::JOIN_INNER || type == pb::JOIN_RIGHT);
+      if (!CheckFromItem(join->mutable_larg(), left_kept) ||
+          !CheckFromItem(join->mutable_rarg(), right_kept) || !CheckPrivateJoin(join))
         return false;
       if (join->has_quals()) join_quals_.push_back(join->mutable_quals());
       return true;
@@ -333,7 +521,16 @@ class PrivateAnalyser {
     if (parts.size() == 2 && (parts[0] == alias_ || parts[0] == range_.relname())) {
       return parts[1];
     }
-    if (parts.size() == 2 && IsPublicAlias(parts[0])) return parts[1];
+    if (parts.size() == 2 && (IsPublicAlias(parts[0]) || IsJoinedPrivateAlias(parts[0]))) {
+      return parts[1];
+    }
+    if (parts.size() == 3) {
+      for (const auto& joined : joined_private_) {
+        if (!joined.aliased && parts[0] == joined.spec->schema && parts[1] == joined.spec->name) {
+          return parts[2];
+        }
+      }
+    }
     if (parts.size() == 3 && parts[0] == range_.schemaname() && parts[1] == range_.relname()) {
       return parts[2];
     }
@@ -343,7 +540,8 @@ class PrivateAnalyser {
              ref.location());
       return std::nullopt;
     }
-    if (parts[0] == alias_ || parts[0] == range_.relname() || IsPublicAlias(parts[0])) {
+    if (parts[0] == alias_ || parts[0] == range_.relname() || IsPublicAlias(parts[0]) ||
+        IsJoinedPrivateAlias(parts[0])) {
       Refuse(
           "42501",
           "the whole-row reference " + parts[0] + " is refused: it is a raw row of " + TableName(),
@@ -402,8 +600,16 @@ class PrivateAnalyser {
   bool MentionsPrivacyUnit(const google::protobuf::Message& message) {
     if (message.GetDescriptor() == pb::ColumnRef::descriptor()) {
       const auto& ref = static_cast<const pb::ColumnRef&>(message);
-      return ref.fields_size() > 0 && ref.fields(ref.fields_size() - 1).has_string() &&
-             ref.fields(ref.fields_size() - 1).string().sval() == table_.privacy_unit;
+      if (ref.fields_size() == 0 || !ref.fields(ref.fields_size() - 1).has_string()) return false;
+      const std::string& column = ref.fields(ref.fields_size() - 1).string().sval();
+      // Any private table's unit name: a joined table's unit is the same
+      // person as the partitioning table's (over-approximates for a public
+      // column of that name, which is then refused too).
+      if (column == table_->privacy_unit) return true;
+      for (const auto& joined : joined_private_) {
+        if (column == joined.spec->privacy_unit) return true;
+      }
+      return false;
     }
     // The loop stays written out here: routed through AnyChild, GCC 12
     // inlines this function into its callers and reports a false
@@ -439,7 +645,7 @@ class PrivateAnalyser {
     if (node->has_column_ref()) {
       auto name = ColumnName(node->column_ref());
       if (!name) return std::nullopt;
-      const auto* spec = IsPublicColumn(node->column_ref()) ? nullptr : table_.FindColumn(*name);
+      const auto* spec = SpecOf(node->column_ref(), *name);
       if (spec == nullptr || !spec->has_bounds()) {
         Refuse("0A000",
                "arithmetic on column " + *name + " of " + TableName() +
@@ -788,11 +994,11 @@ class PrivateAnalyser {
       }
       if (MentionsPrivacyUnit(expression)) {
         Refuse("42501",
-               "grouping by the privacy unit " + table_.privacy_unit + " of " + TableName() +
+               "grouping by the privacy unit " + table_->privacy_unit + " of " + TableName() +
                    " is refused: every group would be one person, so the query would release "
                    "per-person values (docs/REWRITER.md §5.3); count them with "
                    "COUNT(DISTINCT " +
-                   table_.privacy_unit + ") instead",
+                   table_->privacy_unit + ") instead",
                NodeLocation(expression));
         return;
       }
@@ -808,8 +1014,7 @@ class PrivateAnalyser {
       if (expression.has_column_ref()) {
         auto name = ColumnName(expression.column_ref());
         if (!name) return;
-        const auto* spec =
-            IsPublicColumn(expression.column_ref()) ? nullptr : table_.FindColumn(*name);
+        const auto* spec = SpecOf(expression.column_ref(), *name);
         if (spec != nullptr && spec->has_public_values()) key.public_values = spec;
       }
       group_keys_.push_back(std::move(key));
@@ -872,8 +1077,9 @@ class PrivateAnalyser {
       aggregate.column = *column;
       aggregate.argument = call.args(0);
       if (call.agg_distinct()) {
-        if (*column != table_.privacy_unit || IsPublicColumn(call.args(0).column_ref())) {
-          NotYet("COUNT(DISTINCT " + *column + "): only COUNT(DISTINCT " + table_.privacy_unit +
+        if (*column != table_->privacy_unit || IsPublicColumn(call.args(0).column_ref()) ||
+            IsJoinedPrivateColumn(call.args(0).column_ref())) {
+          NotYet("COUNT(DISTINCT " + *column + "): only COUNT(DISTINCT " + table_->privacy_unit +
                      ") (the privacy unit) is supported; distinct values of another column "
                      "need their own contribution bound",
                  at);
@@ -917,8 +1123,9 @@ class PrivateAnalyser {
     auto column = ColumnName(call.args(0).column_ref());
     if (!column) return std::nullopt;
     aggregate.column = *column;
-    aggregate.spec =
-        IsPublicColumn(call.args(0).column_ref()) ? nullptr : table_.FindColumn(*column);
+    aggregate.spec = SpecOf(call.args(0).column_ref(), *column);
+    aggregate.table = TableOf(call.args(0).column_ref());
+    aggregate.argument = call.args(0);
     if (aggregate.spec == nullptr || !aggregate.spec->has_bounds()) {
       Refuse("0A000",
              name + "(" + *column + ") needs bounds: column " + *column + " of " + TableName() +
@@ -976,7 +1183,7 @@ class PrivateAnalyser {
                    target.location());
           } else if (MentionsPrivacyUnit(value)) {
             Refuse("42501",
-                   "selecting the privacy unit " + table_.privacy_unit + " of " + TableName() +
+                   "selecting the privacy unit " + table_->privacy_unit + " of " + TableName() +
                        " is refused: it would release who is in the data (docs/REWRITER.md §5.3)",
                    target.location());
           } else {
@@ -984,7 +1191,8 @@ class PrivateAnalyser {
                    "select-list item " + out.name +
                        " at its position is neither an aggregate "
                        "nor a GROUP BY key: it would release raw values of private table " +
-                       TableName() + " (docs/REWRITER.md §5.2); add it to GROUP BY or aggregate it",
+                       PrivateTableNames() +
+                       " (docs/REWRITER.md §5.2); add it to GROUP BY or aggregate it",
                    target.location());
           }
           return;
@@ -1201,8 +1409,17 @@ class PrivateAnalyser {
 
   // ---- the bounded rewrite (docs/REWRITER.md §8) ------------------------------
 
-  pb::Node UnitColumn() const { return MakeColumnRef({alias_, table_.privacy_unit}); }
+  pb::Node UnitColumn() const { return MakeColumnRef({alias_, table_->privacy_unit}); }
   pb::Node TableColumn(const std::string& column) const { return MakeColumnRef({alias_, column}); }
+  // The aggregated column: a joined private table's as written, the
+  // partitioning table's qualified with its alias.
+  pb::Node AggregatedColumn(const Aggregate& aggregate) const {
+    if (aggregate.argument.has_column_ref() &&
+        IsJoinedPrivateColumn(aggregate.argument.column_ref())) {
+      return aggregate.argument;
+    }
+    return TableColumn(aggregate.column);
+  }
 
   static pb::Node Least(pb::Node a, pb::Node b) {
     std::vector<pb::Node> args;
@@ -1414,8 +1631,8 @@ class PrivateAnalyser {
       *why = "no schema facts (run with facts from the upstream catalog to allow it)";
       return false;
     }
-    if (!facts_.IsUniqueNotNull(TableName(), table_.privacy_unit)) {
-      *why = "the privacy unit " + table_.privacy_unit +
+    if (!facts_.IsUniqueNotNull(TableName(), table_->privacy_unit)) {
+      *why = "the privacy unit " + table_->privacy_unit +
              " is not known to be unique and NOT NULL in " + TableName();
       return false;
     }
@@ -1435,7 +1652,7 @@ class PrivateAnalyser {
     std::string not_per_row;
     if (UnitIsOneRow(&not_per_row)) {
       plan_.shape = PlanShape::kPerRow;
-      plan_.shape_reason = table_.privacy_unit + " is unique and NOT NULL in " + TableName() +
+      plan_.shape_reason = table_->privacy_unit + " is unique and NOT NULL in " + TableName() +
                            " and no join repeats its rows: each unit is one row in one group, so "
                            "k = c = 1 and no per-unit step is needed";
       return;
@@ -1453,13 +1670,12 @@ class PrivateAnalyser {
       int64_t product = 1;
       for (const auto& key : group_keys_) {
         const auto size = static_cast<int64_t>(key.public_values->values.size());
-        product = product > table_.max_groups_contributed ? product : product * size;
+        product = product > MaxGroups() ? product : product * size;
       }
-      if (product <= table_.max_groups_contributed) {
+      if (product <= MaxGroups()) {
         plan_.shape = PlanShape::kPerUnitNoRowNumber;
-        plan_.shape_reason =
-            "the declared keys allow " + std::to_string(product) +
-            " groups, at most k = " + std::to_string(table_.max_groups_contributed) + suffix;
+        plan_.shape_reason = "the declared keys allow " + std::to_string(product) +
+                             " groups, at most k = " + std::to_string(MaxGroups()) + suffix;
         return;
       }
     }
@@ -1476,13 +1692,15 @@ class PrivateAnalyser {
     // §8.5: in the per-row shape a unit is one row in one group, so the
     // sensitivities use c = 1 and k = 1 (docs/PRIVACY.md §2.3); otherwise a
     // global aggregate has one group (k = 1, §7).
-    const int64_t c_bound = per_row ? 1 : table_.max_rows_per_group;
+    const int64_t c_bound = per_row ? 1 : MaxRows();
     const double c = static_cast<double>(c_bound);
-    const int64_t k = per_row || group_keys_.empty() ? 1 : table_.max_groups_contributed;
+    const int64_t k = per_row || group_keys_.empty() ? 1 : MaxGroups();
     plan_.dataset = dataset_.name;
     plan_.table = TableName();
-    plan_.privacy_unit = table_.privacy_unit;
-    plan_.max_groups_contributed = per_row ? 1 : table_.max_groups_contributed;
+    plan_.privacy_unit = table_->privacy_unit;
+    for (const auto& joined : joined_private_)
+      plan_.joined_tables.push_back(joined.spec->qualified_name());
+    plan_.max_groups_contributed = per_row ? 1 : MaxGroups();
     plan_.max_rows_per_group = c_bound;
 
     // Per-unit shapes: `per_unit_targets` is the dp_per_unit CTE's list and
@@ -1528,6 +1746,7 @@ class PrivateAnalyser {
       const auto& aggregate = *target.aggregate;
       column.role = aggregate.role;
       column.source_column = aggregate.column;
+      if (aggregate.table != nullptr) column.source_table = aggregate.table->qualified_name();
       const std::string prefix = "dp_c" + std::to_string(i + 1) + "_";
       const auto add = [&](const std::string& kind, pb::Node value, double per_group) {
         NoisedQuantity quantity;
@@ -1549,7 +1768,7 @@ class PrivateAnalyser {
       // Per row a unit has at most one row: the count needs no clamp (§8.5).
       const auto clamped_count = [&](pb::Node counted) {
         if (per_row) return counted;
-        return Least(std::move(counted), MakeInteger(table_.max_rows_per_group));
+        return Least(std::move(counted), MakeInteger(MaxRows()));
       };
       // A unit's partial sum, clamped (§7.3); per row the one clamped value
       // already lies in [lo, hi] ⊆ [min(0, lo), max(0, hi)], so only the
@@ -1589,8 +1808,7 @@ class PrivateAnalyser {
           // §7.3: a unit's partial sum lies in [min(0, c·lo), max(0, c·hi)].
           const double sum_lo = std::min(0.0, c * lo);
           const double sum_hi = std::max(0.0, c * hi);
-          add("sum",
-              bounded_sum(ClampColumn(TableColumn(aggregate.column), lo, hi), sum_lo, sum_hi),
+          add("sum", bounded_sum(ClampColumn(AggregatedColumn(aggregate), lo, hi), sum_lo, sum_hi),
               std::max(std::fabs(sum_lo), std::fabs(sum_hi)));
           break;
         }
@@ -1606,7 +1824,7 @@ class PrivateAnalyser {
           column.upper = hi;
           column.midpoint = mid;
           const pb::Node centred =
-              MakeOp("-", ClampColumn(TableColumn(aggregate.column), lo, hi), MakeNumeric(mid));
+              MakeOp("-", ClampColumn(AggregatedColumn(aggregate), lo, hi), MakeNumeric(mid));
           // §7.4: re-centred values lie in [-half, half]; c of them per unit.
           add("centred_sum", bounded_sum(centred, -c * half, c * half), c * half);
           if (aggregate.role != ColumnRole::kAvg) {
@@ -1614,7 +1832,7 @@ class PrivateAnalyser {
             add("centred_sum_of_squares",
                 bounded_sum(MakeOp("*", centred, centred), 0, c * half * half), c * half * half);
           }
-          add("count", clamped_count(Aggregate1("count", TableColumn(aggregate.column))), c);
+          add("count", clamped_count(Aggregate1("count", AggregatedColumn(aggregate))), c);
           break;
         }
         case ColumnRole::kGroupKey:
@@ -1712,7 +1930,7 @@ class PrivateAnalyser {
               ParseFixed("SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
                          "pg_catalog.random()) AS dp_rank FROM dp_per_unit"));
       *select->mutable_where_clause() =
-          MakeOp("<=", MakeColumnRef({"dp_rank"}), MakeInteger(table_.max_groups_contributed));
+          MakeOp("<=", MakeColumnRef({"dp_rank"}), MakeInteger(MaxGroups()));
     }
     with->set_location(-1);
     for (auto& target : outer_targets) *select->add_target_list() = std::move(target);
@@ -1725,7 +1943,11 @@ class PrivateAnalyser {
 
   const pb::SelectStmt& select_;
   const config::Dataset& dataset_;
-  const config::TableSpec& table_;
+  // Every private table the query reads (all of one dataset); table_ is the
+  // one whose unit partitions the rows (the first in FROM), the others are
+  // joined to it on the unit (docs/REWRITER.md §5.5).
+  std::vector<const config::TableSpec*> private_tables_;
+  const config::TableSpec* table_;
   std::optional<Refusal> refusal_;
   pb::RangeVar range_;
   std::string alias_;
@@ -1735,6 +1957,21 @@ class PrivateAnalyser {
   std::vector<pb::Node*> join_quals_;  // into from_
   std::vector<std::string> public_aliases_;
   int private_count_ = 0;
+  // The other private tables' FROM entries, by visible name.
+  struct JoinedPrivate {
+    const config::TableSpec* spec;
+    std::string alias;
+    bool aliased;
+  };
+  bool primary_preserved_ = true;
+  std::vector<JoinedPrivate> joined_private_;
+  // Unit equalities proven in JOIN ... ON, to guard after validation.
+  struct UnitLink {
+    pb::JoinExpr* join;  // into from_
+    pb::Node left;
+    pb::Node right;
+  };
+  std::vector<UnitLink> unit_links_;
   std::vector<GroupKey> group_keys_;
   std::vector<Target> targets_;
   pb::Node where_;
@@ -1745,9 +1982,11 @@ class PrivateAnalyser {
 }  // namespace
 
 std::variant<PrivateRewrite, Refusal> RewritePrivateAggregate(
-    const pb::SelectStmt& select, const config::Dataset& dataset, const config::TableSpec& table,
-    std::vector<std::string> public_relations, const SchemaFacts& facts) {
-  PrivateAnalyser analyser(select, dataset, table, std::move(public_relations), facts);
+    const pb::SelectStmt& select, const config::Dataset& dataset,
+    std::vector<const config::TableSpec*> private_tables, std::vector<std::string> public_relations,
+    const SchemaFacts& facts) {
+  PrivateAnalyser analyser(select, dataset, std::move(private_tables), std::move(public_relations),
+                           facts);
   return analyser.Run();
 }
 

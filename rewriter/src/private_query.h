@@ -17,12 +17,15 @@ struct PrivateRewrite {
 };
 
 // `select` has already been scanned: every relation in it is resolved and
-// schema-qualified, and it reads the private `table` of `dataset` and
-// possibly the public tables `public_relations` (schema.name); any other
-// shape is refused here. `facts` only choose between equally bounded shapes
-// (docs/REWRITER.md §8.4–§8.5); they never decide acceptance.
+// schema-qualified, and it reads the private tables `private_tables` (one or
+// more, all of `dataset`; not empty) and possibly the public tables
+// `public_relations` (schema.name); any other shape is refused here. Several
+// private tables must be joined on their privacy units (docs/REWRITER.md
+// §5.5). `facts` only choose between equally bounded shapes (§8.4–§8.5);
+// they never decide acceptance.
 std::variant<PrivateRewrite, Refusal> RewritePrivateAggregate(
-    const pb::SelectStmt& select, const config::Dataset& dataset, const config::TableSpec& table,
-    std::vector<std::string> public_relations, const SchemaFacts& facts);
+    const pb::SelectStmt& select, const config::Dataset& dataset,
+    std::vector<const config::TableSpec*> private_tables, std::vector<std::string> public_relations,
+    const SchemaFacts& facts);
 
 }  // namespace dpgate::rewriter::internal

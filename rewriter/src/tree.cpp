@@ -251,6 +251,25 @@ pb::Node MakeResTarget(const std::string& name, pb::Node value) {
   return node;
 }
 
+pb::Node MakeTextKey(pb::Node x) {
+  pb::Node cast;
+  auto* type_cast = cast.mutable_type_cast();
+  *type_cast->mutable_arg() = std::move(x);
+  auto* type_name = type_cast->mutable_type_name();
+  type_name->add_names()->mutable_string()->set_sval("pg_catalog");
+  type_name->add_names()->mutable_string()->set_sval("text");
+  type_name->set_typemod(-1);
+  type_name->set_location(-1);
+  type_cast->set_location(-1);
+  pb::Node node;
+  auto* collate = node.mutable_collate_clause();
+  *collate->mutable_arg() = std::move(cast);
+  collate->add_collname()->mutable_string()->set_sval("pg_catalog");
+  collate->add_collname()->mutable_string()->set_sval("C");
+  collate->set_location(-1);
+  return node;
+}
+
 pb::Node MakeInList(pb::Node left, const std::vector<std::string>& values) {
   pb::Node node;
   auto* expr = node.mutable_a_expr();

@@ -62,6 +62,9 @@ pb::Node MakeResTarget(const std::string& name, pb::Node value);
 pb::Node MakeInList(pb::Node left, const std::vector<std::string>& values);
 // least(greatest(x, lo), hi)
 pb::Node MakeClamp(pb::Node x, double lo, double hi);
+// (x)::pg_catalog.text COLLATE pg_catalog."C": a value's text form compared
+// byte for byte, whatever the type's own equality or the column's collation.
+pb::Node MakeTextKey(pb::Node x);
 
 // The name PostgreSQL gives an output column without AS (FigureColname).
 std::string DerivedColumnName(const pb::Node& value);

@@ -322,3 +322,57 @@ TEST_CASE("a CancelRequest through dpgate cancels the running upstream query") {
   PQclear(r);
   PQfinish(c);
 }
+
+// docs/REWRITER.md §5.4–§5.5 end to end: a join of two private tables on
+// the unit and a CTE over a private table answer near the truth through
+// dpgate and charge the budget once each.
+TEST_CASE("private tables joined on the unit and a CTE in FROM answer through dpgate") {
+  const std::string schema = R"sql(
+    create table public.members (id integer primary key, tier text not null);
+    insert into public.members select g, case when g % 2 = 0 then 'gold' else 'basic' end
+      from generate_series(1, 2000) g;
+    create table public.visits (member_id integer not null, kind text not null);
+    insert into public.visits select g, k from generate_series(1, 2000) g,
+      (values ('web'), ('shop')) as kinds(k);
+  )sql";
+  const std::string datasets = R"yaml(datasets:
+  - name: club
+    budget: { epsilon: 1000, delta: 0.5, period: month }
+    tables:
+      - name: public.members
+        privacy_unit: id
+        max_groups_contributed: 1
+        max_rows_per_group: 1
+      - name: public.visits
+        privacy_unit: member_id
+        max_groups_contributed: 1
+        max_rows_per_group: 3
+)yaml";
+  ServeFixture f("", schema, "public.members, public.visits", datasets);
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  tx.exec("SET dp.epsilon = 1");
+  const auto remaining = [&tx]() {
+    for (const auto& row : tx.exec("SHOW dp.budget")) {
+      if (row[1].as<std::string>() == "analyst") return row[4].as<double>();
+    }
+    return -1.0;
+  };
+  const double before = remaining();
+  // 4,000 joined rows, two per member (within c = 3, the larger c). One
+  // count with ε = 1 and sensitivity k·c = 3: discrete Laplace with scale 3,
+  // P(|noise| > 60) = 2·e^{-20}/(1+e^{-1/3}) < 1e-8.
+  const auto joined = tx.exec1(
+      "SELECT count(*) FROM members m JOIN visits v ON m.id = v.member_id WHERE m.tier = 'gold'");
+  CHECK(std::abs(joined[0].as<long>() - 2000) <= 60);
+  CHECK(remaining() == Approx(before - 1));
+  // 2,000 web visits through a CTE, same noise.
+  const auto cte = tx.exec1(
+      "WITH web AS (SELECT member_id FROM visits WHERE kind = 'web') SELECT count(*) FROM web");
+  CHECK(std::abs(cte[0].as<long>() - 2000) <= 60);
+  CHECK(remaining() == Approx(before - 2));
+  // Joined on something other than the unit: refused before anything runs.
+  CHECK_THROWS_WITH(tx.exec("SELECT count(*) FROM members m JOIN visits v ON m.tier = v.kind"),
+                    Catch::Contains("supported only on their privacy units"));
+  CHECK(remaining() == Approx(before - 2));
+}

@@ -291,6 +291,109 @@ TEST_CASE("execution: subqueries and CTEs in FROM are bounded like the flat quer
   }
 }
 
+// Two private tables of one dataset joined on their units (docs/REWRITER.md
+// §5.5): the first table's unit partitions the joined rows, so a unit with
+// many rows on both sides (a 100 × 50 fan-out) still moves each group by at
+// most c and reaches at most k groups; with small units the answer is the
+// raw join's. Units whose types compare equal across distinct values
+// (bigint vs double precision above 2^53) are not joined.
+TEST_CASE("execution: two private tables joined on the unit keep one unit's bounds") {
+  const TestPg pg = dpgate::testing::RequireTestPg();
+  const std::string db = dpgate::testing::CreateTestDatabase(pg, "rw_private_join");
+  dpgate::testing::ExecSql(pg, db, R"(
+    CREATE SCHEMA exj;
+    CREATE TABLE exj.accounts (uid bigint, grp int, v double precision);
+    CREATE TABLE exj.payments (uid double precision, w double precision);
+    -- 200 small units: one account row, one or no payment.
+    INSERT INTO exj.accounts SELECT u, u % 20, u % 9 FROM generate_series(2, 201) AS u;
+    INSERT INTO exj.payments SELECT u, u % 70 FROM generate_series(2, 201) AS u WHERE u % 3 <> 0;
+    -- Unit 1: 100 account rows over 10 groups, 50 payments of 1000 each.
+    INSERT INTO exj.accounts SELECT 1, g % 10, 50 FROM generate_series(1, 100) AS g;
+    INSERT INTO exj.payments SELECT 1, 1000 FROM generate_series(1, 50);
+  )");
+  config::Config config;
+  config.query.max_epsilon = 2.0;
+  config::Dataset dataset;
+  dataset.name = "exj";
+  config::TableSpec accounts;
+  accounts.schema = "exj";
+  accounts.name = "accounts";
+  accounts.privacy_unit = "uid";
+  accounts.max_groups_contributed = 2;
+  accounts.max_rows_per_group = 1;
+  accounts.columns.push_back({"v", 0.0, 10.0, {}});
+  dataset.tables.push_back(accounts);
+  config::TableSpec payments;
+  payments.schema = "exj";
+  payments.name = "payments";
+  payments.privacy_unit = "uid";
+  payments.max_groups_contributed = 1;
+  payments.max_rows_per_group = 2;
+  payments.columns.push_back({"w", 0.0, 100.0, {}});
+  dataset.tables.push_back(payments);
+  config.datasets.push_back(dataset);
+
+  const StatementResult result = RewritePrivate(
+      "SELECT a.grp, count(*) AS n, sum(p.w) AS paid FROM exj.accounts a "
+      "JOIN exj.payments p ON a.uid = p.uid GROUP BY a.grp",
+      config);
+  const ReleasePlan& plan = *result.plan;
+  REQUIRE(plan.joined_tables == std::vector<std::string>{"exj.payments"});
+  REQUIRE(plan.max_groups_contributed == 2);  // the larger k
+  REQUIRE(plan.max_rows_per_group == 2);      // the larger c
+  const int count_col = QuantityColumn(plan, 1, 0);
+  const int sum_col = QuantityColumn(plan, 2, 0);
+  const double count_delta = plan.columns[1].inputs[0].sensitivity.per_group;
+  const double sum_delta = plan.columns[2].inputs[0].sensitivity.per_group;
+  REQUIRE(count_delta == 2);
+  REQUIRE(sum_delta == 200);
+
+  std::vector<std::map<std::string, GroupValues>> with_runs;
+  for (int run = 0; run < 3; ++run)
+    with_runs.push_back(ByGroup(Run(pg, db, result.rewritten_sql), plan));
+  dpgate::testing::ExecSql(pg, db,
+                           "DELETE FROM exj.accounts WHERE uid = 1; "
+                           "DELETE FROM exj.payments WHERE uid = 1");
+  const auto without = ByGroup(Run(pg, db, result.rewritten_sql), plan);
+  const auto truth = Run(pg, db,
+                         "SELECT a.grp::text, count(*), sum(p.w) FROM exj.accounts a "
+                         "JOIN exj.payments p ON a.uid = p.uid GROUP BY a.grp");
+  REQUIRE(truth.size() == 20);
+  REQUIRE(without.size() == truth.size());
+  for (const auto& row : truth) {
+    const auto& got = without.at(row[0].c_str());
+    CHECK(got.at(count_col) == row[1].as<double>());
+    CHECK(got.at(sum_col) == Approx(row[2].as<double>()).margin(1e-9));
+  }
+  for (const auto& with : with_runs) {
+    int touched = 0;
+    for (const auto& [key, values] : with) {
+      const auto& base = without.at(key);
+      const double dcount = values.at(count_col) - base.at(count_col);
+      const double dsum = values.at(sum_col) - base.at(sum_col);
+      CHECK(std::abs(dcount) <= count_delta);
+      CHECK(std::abs(dsum) <= sum_delta);
+      if (dcount != 0 || dsum != 0) ++touched;
+    }
+    CHECK(touched == 2);  // k groups of the 10 the 5,000 joined rows are in
+  }
+
+  // 2^53 + 1 as bigint equals 2^53 as double precision under PostgreSQL's
+  // own comparison (the bigint is converted), but they are different units.
+  dpgate::testing::ExecSql(pg, db,
+                           "INSERT INTO exj.accounts VALUES (9007199254740993, 0, 1); "
+                           "INSERT INTO exj.payments VALUES (9007199254740992, 5)");
+  const auto native = Run(pg, db,
+                          "SELECT count(*) FROM exj.accounts a JOIN exj.payments p "
+                          "ON a.uid = p.uid WHERE a.uid > 1000000");
+  REQUIRE(native[0][0].as<int>() == 1);  // not vacuous: the native join matches them
+  const StatementResult big = RewritePrivate(
+      "SELECT count(*) AS n FROM exj.accounts a JOIN exj.payments p ON a.uid = p.uid "
+      "WHERE a.uid > 1000000",
+      config);
+  CHECK(ScalarQuantity(Run(pg, db, big.rewritten_sql), QuantityColumn(*big.plan, 0, 0)) == 0);
+}
+
 // A join with a public table multiplies every private row (five copies per
 // group here), and an outer join adds rows whose unit is NULL: per-unit
 // pre-aggregation runs on the joined rows, so the bounds still hold per unit
@@ -544,6 +647,10 @@ void LoadPums(const TestPg& pg, const std::string& db) {
     CREATE SCHEMA pums;
     CREATE TABLE pums.pums (age int, sex char(2), educ int, race char(2), income float,
                             married boolean, pid int);
+    CREATE TABLE pums.household (pid int, rent float, rooms int, tenure text);
+    INSERT INTO pums.household SELECT p, 400 + p % 900, 1 + p % 6,
+                                      (ARRAY['own', 'rent'])[1 + p % 2]
+      FROM generate_series(1, 1000) AS p;
     CREATE TABLE pums.states (code char(2), race char(2), name text, population int);
     INSERT INTO pums.states VALUES ('1', '1', 'one', 100), ('2', '2', 'two', 200),
                                    ('3', '3', 'three', 300);

@@ -288,6 +288,18 @@ void CheckInvariants(const Case& c, const std::vector<StatementResult>& results,
       const auto table = config.FindTable(plan.table.substr(0, plan.table.find('.')),
                                           plan.table.substr(plan.table.find('.') + 1));
       REQUIRE(table.has_value());
+      // k and c of the query: the largest over every private table it joins
+      // (docs/REWRITER.md §5.5), computed here from the config.
+      int64_t config_k = table->table->max_groups_contributed;
+      int64_t config_c = table->table->max_rows_per_group;
+      for (const auto& joined : plan.joined_tables) {
+        const auto other = config.FindTable(joined.substr(0, joined.find('.')),
+                                            joined.substr(joined.find('.') + 1));
+        REQUIRE(other.has_value());
+        REQUIRE(other->dataset == table->dataset);
+        config_k = std::max<int64_t>(config_k, other->table->max_groups_contributed);
+        config_c = std::max<int64_t>(config_c, other->table->max_rows_per_group);
+      }
       const std::string c_text = "LEAST(";
       for (const auto& column : plan.columns) {
         for (const auto& input : column.inputs) {
@@ -297,7 +309,12 @@ void CheckInvariants(const Case& c, const std::vector<StatementResult>& results,
         if (column.lower) {
           // The clamp constants from the config are in the SQL.
           CHECK(r.rewritten_sql.find(c_text) != std::string::npos);
-          const auto* spec = table->table->FindColumn(column.source_column);
+          // A joined private table's column has its own bounds (§5.5).
+          const std::string source = column.source_table.empty() ? plan.table : column.source_table;
+          const auto source_table = config.FindTable(source.substr(0, source.find('.')),
+                                                     source.substr(source.find('.') + 1));
+          REQUIRE(source_table.has_value());
+          const auto* spec = source_table->table->FindColumn(column.source_column);
           REQUIRE(spec != nullptr);
           CHECK(*column.lower == *spec->lower);
           std::ostringstream hi;
@@ -313,9 +330,8 @@ void CheckInvariants(const Case& c, const std::vector<StatementResult>& results,
       CHECK(!plan.shape_reason.empty());
       CHECK((r.rewritten_sql.find("row_number() OVER (PARTITION BY dp_unit ORDER BY "
                                   "pg_catalog.random())") != std::string::npos) == bounded);
-      CHECK((r.rewritten_sql.find("dp_rank <= " +
-                                  std::to_string(table->table->max_groups_contributed)) !=
-             std::string::npos) == bounded);
+      CHECK((r.rewritten_sql.find("dp_rank <= " + std::to_string(config_k)) != std::string::npos) ==
+            bounded);
       if (bounded) CHECK(plan.partition_selection.kind != PartitionSelection::Kind::kNone);
       const bool per_row = plan.shape == PlanShape::kPerRow;
       CHECK((r.rewritten_sql.find("dp_per_unit") == std::string::npos) == per_row);
@@ -327,8 +343,8 @@ void CheckInvariants(const Case& c, const std::vector<StatementResult>& results,
           for (const auto& input : column.inputs) CHECK(input.sensitivity.max_groups == 1);
         }
       } else {
-        CHECK(plan.max_groups_contributed == table->table->max_groups_contributed);
-        CHECK(plan.max_rows_per_group == table->table->max_rows_per_group);
+        CHECK(plan.max_groups_contributed == config_k);
+        CHECK(plan.max_rows_per_group == config_c);
       }
     }
   }

@@ -31,6 +31,19 @@ inline config::Config MakeTestConfig() {
   pums.columns.push_back({"race", std::nullopt, std::nullopt, {}});
   pums.columns.push_back({"married", std::nullopt, std::nullopt, {}});
   census.tables.push_back(pums);
+  // A second private table of the same dataset, joined to pums on the unit
+  // (docs/REWRITER.md §5.5): tighter k and c than pums, so the join's bounds
+  // are visibly the smaller ones.
+  config::TableSpec household;
+  household.schema = "pums";
+  household.name = "household";
+  household.privacy_unit = "pid";
+  household.max_groups_contributed = 2;
+  household.max_rows_per_group = 3;
+  household.columns.push_back({"rent", 0.0, 3000.0, {}});
+  household.columns.push_back({"rooms", 1.0, 12.0, {}});
+  household.columns.push_back({"tenure", std::nullopt, std::nullopt, {"own", "rent"}});
+  census.tables.push_back(household);
   config::TableSpec states;
   states.schema = "pums";
   states.name = "states";

@@ -68,6 +68,7 @@ struct OutputColumn {
   int group_key_sql_column = -1;       // for kGroupKey
   std::vector<NoisedQuantity> inputs;  // for aggregates, in the order the role needs them
   std::string source_column;           // the aggregated column ("" for COUNT(*))
+  std::string source_table;            // schema.name of its table (for bounded aggregates)
   std::optional<double> lower;         // clamp bounds used (SUM/AVG/VARIANCE)
   std::optional<double> upper;
   std::optional<double> midpoint;  // AVG/VARIANCE re-centring
@@ -124,8 +125,11 @@ const char* ToString(PlanShape shape);  // "per_unit_bounded", "per_unit_no_row_
 
 struct ReleasePlan {
   std::string dataset;
-  std::string table;  // schema.name of the private table
+  std::string table;  // schema.name of the private table whose unit partitions the rows
   std::string privacy_unit;
+  // Other private tables of the dataset joined to `table` on the unit
+  // (docs/REWRITER.md §5.5); k and c are then the smallest of all of theirs.
+  std::vector<std::string> joined_tables;
   // The k and c the sensitivities use: the config's, or 1 and 1 for kPerRow,
   // where each unit is one row in one group (docs/REWRITER.md §8.5).
   int64_t max_groups_contributed = 1;  // k
