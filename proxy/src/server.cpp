@@ -226,8 +226,20 @@ struct Portal {
   size_t next_row = 0;
 };
 
+// A cursor dpgate serves itself: DECLARE over a private aggregate keeps the
+// released (noised) rows here, and FETCH hands them out; the bounded SQL's
+// pre-noise rows never sit in an upstream cursor (DESIGN.md §2, "Wrapped
+// queries"; docs/PROXY.md §1 item 9).
+struct LocalCursor {
+  std::vector<wire::FieldDescription> fields;
+  Rows rows;
+  size_t next_row = 0;
+  bool hold = false;  // WITH HOLD: survives the end of its transaction
+};
+
 // Bounds on what one client can make dpgate hold.
 constexpr size_t kMaxPreparedPerSession = 10000;
+constexpr size_t kMaxCursorsPerSession = 1000;
 constexpr size_t kFlushThreshold = 256 * 1024;
 constexpr size_t kMaxSessionSets = 1024;
 
@@ -383,6 +395,9 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<std::optional<StatementReply>> RunPrivateAggregate(const rewriter::StatementResult& st,
                                                                const BoundParameters* parameters);
   awaitable<std::optional<StatementReply>> RunDpgateCommand(const rewriter::StatementResult& st);
+  awaitable<std::optional<StatementReply>> RunCursorStatement(const rewriter::StatementResult& st,
+                                                              const BoundParameters* parameters);
+  void DropEndedCursors();
   void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
   void SendRefusal(const rewriter::StatementResult& st,
                    std::chrono::steady_clock::time_point started);
@@ -440,6 +455,11 @@ class Session : public std::enable_shared_from_this<Session> {
   std::map<std::string, std::shared_ptr<PreparedStatement>> statements_;
   std::map<std::string, Portal> portals_;
   bool skip_until_sync_ = false;
+  std::map<std::string, LocalCursor> local_cursors_;
+  // Cursors over public or catalog queries, declared upstream through
+  // dpgate (name -> WITH HOLD): the only names FETCH/MOVE/CLOSE are
+  // forwarded for.
+  std::map<std::string, bool> upstream_cursors_;
 };
 
 awaitable<bool> Session::Flush() {
@@ -793,7 +813,9 @@ awaitable<Status> Session::ConnectUpstream() {
 // statement that left no transaction open, in transaction pooling) or when it
 // broke.
 void Session::MaybeReleaseUpstream() {
-  if (upstream_ && portals_.empty() && state_.pool->ShouldReleaseAfterStatement(upstream_)) {
+  // An upstream cursor (WITH HOLD) lives on its connection: keep it.
+  if (upstream_ && portals_.empty() && upstream_cursors_.empty() &&
+      state_.pool->ShouldReleaseAfterStatement(upstream_)) {
     upstream_.Release();
   }
 }
@@ -897,6 +919,7 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     out_.CommandComplete(reply->tag);
     for (const auto& n : reply->notices_after) out_.NoticeResponse(n);
   }
+  DropEndedCursors();
   out_.ReadyForQuery(TransactionStatus());
   MaybeReleaseUpstream();
 }
@@ -907,6 +930,12 @@ void Session::SendRefusal(const rewriter::StatementResult& st,
   Audit(st, "refused", 0, 0, 0, started);
 }
 
+// GCC 12 reports -Wmismatched-new-delete on these coroutines' frames (Asio's
+// class-specific frame operators paired wrongly by the inliner, wherever
+// Forward and RunPrivateAggregate are inlined into a caller: a false
+// positive, as in upstream.cpp's Describe).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql,
                                                           const BoundParameters* parameters,
                                                           int result_format) {
@@ -937,15 +966,13 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
   co_return reply;
 }
 
-// GCC 12 reports -Wmismatched-new-delete on this coroutine's frame (Asio's
-// class-specific frame operators paired wrongly by the inliner: a false
-// positive, as in upstream.cpp's Describe).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::StatementResult& st,
                                                                const BoundParameters* parameters,
                                                                int result_format) {
   const auto started = std::chrono::steady_clock::now();
+  if (st.cursor.has_value() && st.statement_class != rewriter::StatementClass::kRefused) {
+    co_return co_await RunCursorStatement(st, parameters);
+  }
   switch (st.statement_class) {
     case rewriter::StatementClass::kPublic:
     case rewriter::StatementClass::kCatalog:
@@ -1002,7 +1029,117 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
   }
   co_return std::nullopt;
 }
-#pragma GCC diagnostic pop
+
+// DECLARE, FETCH, MOVE and CLOSE (docs/PROXY.md §1 item 9). A cursor
+// over a private aggregate is dpgate's: the aggregate is charged and
+// released once, at DECLARE, and FETCH reads the released rows. Cursors
+// over public or catalog queries are the upstream's, and FETCH/MOVE/CLOSE
+// are forwarded only for names declared through dpgate.
+awaitable<std::optional<StatementReply>> Session::RunCursorStatement(
+    const rewriter::StatementResult& st, const BoundParameters* parameters) {
+  using Kind = rewriter::StatementResult::Cursor::Kind;
+  const auto started = std::chrono::steady_clock::now();
+  const auto& cursor = *st.cursor;
+  const auto exists = [this](const std::string& name) {
+    return local_cursors_.count(name) > 0 || upstream_cursors_.count(name) > 0;
+  };
+  if (cursor.kind == Kind::kDeclare) {
+    if (exists(cursor.name)) {
+      SendError(MakeDiagnostic("42P03", "cursor \"" + cursor.name + "\" already exists"));
+      co_return std::nullopt;
+    }
+    if (local_cursors_.size() + upstream_cursors_.size() >= kMaxCursorsPerSession) {
+      SendError(MakeDiagnostic("54000", "too many open cursors in this session",
+                               "CLOSE the cursors you no longer need"));
+      co_return std::nullopt;
+    }
+    if (st.statement_class != rewriter::StatementClass::kPrivateAggregate) {
+      auto reply = co_await Forward(st.rewritten_sql, parameters, 0);
+      if (reply.has_value()) upstream_cursors_[cursor.name] = cursor.hold;
+      Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
+      co_return reply;
+    }
+    if (!cursor.hold && TransactionStatus() == 'I') {
+      // As PostgreSQL: without a transaction the cursor would end at once.
+      SendError(MakeDiagnostic("25P01", "DECLARE CURSOR can only be used in transaction blocks",
+                               "run BEGIN first, or declare it WITH HOLD"));
+      co_return std::nullopt;
+    }
+    auto released = co_await RunPrivateAggregate(st, parameters);
+    if (!released.has_value()) co_return std::nullopt;
+    LocalCursor local;
+    local.fields = std::move(released->fields);
+    local.rows = std::move(released->rows);
+    local.hold = cursor.hold;
+    local_cursors_[cursor.name] = std::move(local);
+    StatementReply reply;
+    reply.tag = "DECLARE CURSOR";
+    reply.notices_before = std::move(released->notices_before);
+    reply.notices_after = std::move(released->notices_after);  // the privacy receipt
+    co_return reply;
+  }
+  if (cursor.kind == Kind::kClose && cursor.name.empty()) {  // CLOSE ALL
+    local_cursors_.clear();
+    std::optional<StatementReply> reply = StatementReply{};
+    if (!upstream_cursors_.empty()) {
+      reply = co_await Forward(st.rewritten_sql, parameters, 0);
+      upstream_cursors_.clear();
+    }
+    if (reply.has_value()) reply->tag = "CLOSE CURSOR";
+    Audit(st, "local", 0, 0, 0, started);
+    co_return reply;
+  }
+  auto local = local_cursors_.find(cursor.name);
+  if (local == local_cursors_.end()) {
+    if (upstream_cursors_.count(cursor.name) == 0) {
+      SendError(MakeDiagnostic("34000", "cursor \"" + cursor.name + "\" does not exist"));
+      co_return std::nullopt;
+    }
+    if (cursor.kind == Kind::kClose) upstream_cursors_.erase(cursor.name);
+    auto reply = co_await Forward(st.rewritten_sql, parameters, 0);
+    Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
+    co_return reply;
+  }
+  StatementReply reply;
+  if (cursor.kind == Kind::kClose) {
+    local_cursors_.erase(local);
+    reply.tag = "CLOSE CURSOR";
+    Audit(st, "local", 0, 0, 0, started);
+    co_return reply;
+  }
+  if (!cursor.forward || cursor.count < -1) {
+    SendError(MakeDiagnostic(
+        "55000", "cursor \"" + cursor.name + "\" over a private aggregate can only move forward",
+        "use FETCH [FORWARD] n, FETCH NEXT or FETCH ALL"));
+    co_return std::nullopt;
+  }
+  LocalCursor& c = local->second;
+  const size_t left = c.rows.size() - c.next_row;
+  const size_t n = cursor.count < 0 ? left : std::min(left, static_cast<size_t>(cursor.count));
+  const bool fetch = cursor.kind == Kind::kFetch;
+  if (fetch) {
+    reply.has_rows = true;
+    reply.fields = c.fields;
+    reply.rows.assign(c.rows.begin() + static_cast<std::ptrdiff_t>(c.next_row),
+                      c.rows.begin() + static_cast<std::ptrdiff_t>(c.next_row + n));
+  }
+  c.next_row += n;
+  reply.tag = std::string(fetch ? "FETCH " : "MOVE ") + std::to_string(n);
+  Audit(st, "local", 0, 0, fetch ? n : 0, started);
+  co_return reply;
+}
+
+// A cursor declared without HOLD ends with its transaction, as in
+// PostgreSQL (upstream ones end there by themselves: forget their names).
+void Session::DropEndedCursors() {
+  if (TransactionStatus() != 'I') return;
+  for (auto it = local_cursors_.begin(); it != local_cursors_.end();) {
+    it = it->second.hold ? std::next(it) : local_cursors_.erase(it);
+  }
+  for (auto it = upstream_cursors_.begin(); it != upstream_cursors_.end();) {
+    it = it->second ? std::next(it) : upstream_cursors_.erase(it);
+  }
+}
 
 awaitable<std::optional<StatementReply>> Session::RunDpgateCommand(
     const rewriter::StatementResult& st) {
@@ -1270,6 +1407,8 @@ awaitable<std::optional<StatementReply>> Session::RunPrivateAggregate(
   co_return reply;
 }
 
+#pragma GCC diagnostic pop
+
 // ---- Extended query protocol (§55.2.3) -------------------------------------
 //
 // Private aggregates are classified and rewritten at Parse, where the
@@ -1284,6 +1423,7 @@ awaitable<bool> Session::HandleExtended(const wire::Frame& frame) {
     // until then unless a transaction block is open (§55.2.3).
     skip_until_sync_ = false;
     if (TransactionStatus() == 'I') portals_.clear();
+    DropEndedCursors();
     out_.ReadyForQuery(TransactionStatus());
     MaybeReleaseUpstream();
     co_return co_await Flush();
@@ -1454,6 +1594,23 @@ awaitable<std::optional<RowShape>> Session::DescribeRows(PreparedStatement& stat
   RowShape shape;
   if (statement.classified->empty()) co_return shape;
   const rewriter::StatementResult& st = statement.classified->front();
+  if (st.cursor.has_value() && st.statement_class != rewriter::StatementClass::kRefused) {
+    // DECLARE, MOVE and CLOSE return no rows; FETCH from dpgate's own cursor
+    // returns its released columns, FETCH from an upstream cursor whatever
+    // the upstream describes.
+    using Kind = rewriter::StatementResult::Cursor::Kind;
+    if (st.cursor->kind != Kind::kFetch) co_return shape;
+    auto local = local_cursors_.find(st.cursor->name);
+    if (local != local_cursors_.end()) {
+      shape.fields = local->second.fields;
+      shape.has_rows = true;
+      co_return shape;
+    }
+    if (upstream_cursors_.count(st.cursor->name) == 0) {
+      SendError(MakeDiagnostic("34000", "cursor \"" + st.cursor->name + "\" does not exist"));
+      co_return std::nullopt;
+    }
+  }
   switch (st.statement_class) {
     case rewriter::StatementClass::kDpgateCommand:
       for (const auto& name : LocalColumns(st.command)) {

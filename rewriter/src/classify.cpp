@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <set>
 
 #include "catalog_query.h"
@@ -1037,11 +1038,8 @@ std::string RefusedStatementReason(const Node& node) {
       return "LOCK is refused: dpgate's upstream connections do not take locks";
     case Node::kPrepareStmt:
     case Node::kExecuteStmt:
-    case Node::kDeclareCursorStmt:
-    case Node::kFetchStmt:
-    case Node::kClosePortalStmt:
-      return "not yet supported: SQL-level PREPARE/EXECUTE and cursors; use the extended query "
-             "protocol or plain statements";
+      return "not yet supported: SQL-level PREPARE/EXECUTE; use the extended query protocol "
+             "(every driver's prepared statements) or plain statements";
     default:
       return "only SELECT, EXPLAIN, SET/SHOW/RESET of allowed settings, transaction control, "
              "DISCARD and DEALLOCATE pass through dpgate; DDL, DML and administration commands "
@@ -1101,6 +1099,140 @@ Result<StatementResult> ClassifyExplain(StatementResult result, const Context& c
   return result;
 }
 
+// PostgreSQL's CURSOR_OPT_* bits of DeclareCursorStmt.options
+// (src/include/nodes/parsenodes.h).
+constexpr int32_t kCursorBinary = 0x0001;
+constexpr int32_t kCursorHold = 0x0020;
+
+// DECLARE name CURSOR FOR <query> (docs/REWRITER.md §4.5): the query is
+// classified like a plain SELECT. A private aggregate's cursor is served by
+// dpgate from the released rows, never from an upstream cursor over the
+// bounded SQL, whose pre-noise values a FETCH would return (DESIGN.md §2).
+Result<StatementResult> ClassifyDeclareCursor(StatementResult result, const Context& context,
+                                              Node node) {
+  auto* declare = node.mutable_declare_cursor_stmt();
+  if (!declare->has_query() || !declare->query().has_select_stmt()) {
+    return RefusedText(std::move(result), context, "0A000",
+                       "DECLARE CURSOR is accepted only for SELECT statements");
+  }
+  StatementResult::Cursor cursor;
+  cursor.kind = StatementResult::Cursor::Kind::kDeclare;
+  cursor.name = declare->portalname();
+  cursor.hold = (declare->options() & kCursorHold) != 0;
+  cursor.binary = (declare->options() & kCursorBinary) != 0;
+  SelectOutcome inner = AnalyseSelect(declare->query(), context);
+  result.relations = inner.relations;
+  result.dataset = inner.dataset;
+  result.reads_size_catalog = inner.reads_size_catalog;
+  if (inner.refusal) return Refused(std::move(result), context, *inner.refusal);
+  result.statement_class = inner.statement_class;
+  result.cursor = cursor;
+  if (inner.statement_class == StatementClass::kPrivateAggregate) {
+    if (cursor.binary) {
+      return RefusedText(std::move(result), context, "0A000",
+                         "not yet supported: DECLARE BINARY over a private aggregate; declare it "
+                         "without BINARY (dpgate serves its released rows as text)");
+    }
+    auto text = internal::Deparse(inner.statement, context.version);
+    if (!text) return text.error();
+    result.rewritten_sql = *text;
+    result.plan = std::move(inner.plan);
+    return result;
+  }
+  *declare->mutable_query() = std::move(inner.statement);
+  auto text = internal::Deparse(node, context.version);
+  if (!text) return text.error();
+  // The cursor name becomes a name FETCH may be forwarded for: the text sent
+  // must declare exactly this cursor and nothing else (see CursorUseText).
+  auto reparsed = internal::Parse(*text);
+  if (!reparsed || reparsed->stmts_size() != 1 ||
+      !internal::SameTree(reparsed->stmts(0).stmt(), node)) {
+    return RefusedText(std::move(result), context, "0A000",
+                       "dpgate cannot forward this DECLARE unchanged; name the cursor with "
+                       "letters, digits and underscores");
+  }
+  result.rewritten_sql = *text;
+  return result;
+}
+
+// A double-quoted identifier: always quoted, embedded quotes doubled
+// (PostgreSQL's lexical rule for delimited identifiers, SQL syntax §4.1.1).
+std::string DelimitedIdentifier(const std::string& name) {
+  std::string out = "\"";
+  for (const char ch : name) {
+    out += ch;
+    if (ch == '"') out += '"';
+  }
+  return out + "\"";
+}
+
+// The text forwarded for FETCH/MOVE/CLOSE of an upstream cursor. Not
+// libpg_query's deparse: it writes FetchStmt's cursor name unquoted, so
+// `FETCH 1 IN "x; SELECT * FROM t"` would come out as two statements. Built
+// from the parsed fields (integers, a keyword, a delimited identifier), then
+// parsed again and required to be the same statement.
+Result<std::string> CursorUseText(const Node& node) {
+  std::string text;
+  if (node.has_close_portal_stmt()) {
+    const std::string& name = node.close_portal_stmt().portalname();
+    text = name.empty() ? "CLOSE ALL" : "CLOSE " + DelimitedIdentifier(name);
+  } else {
+    const auto& fetch = node.fetch_stmt();
+    text = fetch.ismove() ? "MOVE " : "FETCH ";
+    const bool all = fetch.how_many() == std::numeric_limits<int64_t>::max();
+    switch (fetch.direction()) {
+      case pb::FETCH_FORWARD:
+        text += all ? "FORWARD ALL" : "FORWARD " + std::to_string(fetch.how_many());
+        break;
+      case pb::FETCH_BACKWARD:
+        text += all ? "BACKWARD ALL" : "BACKWARD " + std::to_string(fetch.how_many());
+        break;
+      case pb::FETCH_ABSOLUTE:
+        text += "ABSOLUTE " + std::to_string(fetch.how_many());
+        break;
+      case pb::FETCH_RELATIVE:
+        text += "RELATIVE " + std::to_string(fetch.how_many());
+        break;
+      default:
+        return MakeError("0A000", "this FETCH direction is not supported");
+    }
+    text += " FROM " + DelimitedIdentifier(fetch.portalname());
+  }
+  auto reparsed = internal::Parse(text);
+  if (!reparsed || reparsed->stmts_size() != 1 ||
+      !internal::SameTree(reparsed->stmts(0).stmt(), node)) {
+    return MakeError("0A000", "dpgate cannot forward this cursor statement unchanged");
+  }
+  return text;
+}
+
+// FETCH, MOVE and CLOSE name only a cursor; which one it is (dpgate's own or
+// one declared upstream through dpgate) is the proxy's to know.
+Result<StatementResult> ClassifyCursorUse(StatementResult result, const Context& context,
+                                          const Node& node) {
+  StatementResult::Cursor cursor;
+  if (node.has_fetch_stmt()) {
+    const auto& fetch = node.fetch_stmt();
+    cursor.kind = fetch.ismove() ? StatementResult::Cursor::Kind::kMove
+                                 : StatementResult::Cursor::Kind::kFetch;
+    cursor.name = fetch.portalname();
+    cursor.forward = fetch.direction() == pb::FETCH_FORWARD;
+    // FETCH ALL is how_many = LONG_MAX in PostgreSQL's grammar.
+    cursor.count = fetch.how_many() == std::numeric_limits<int64_t>::max() ? -1 : fetch.how_many();
+  } else {
+    cursor.kind = StatementResult::Cursor::Kind::kClose;
+    cursor.name = node.close_portal_stmt().portalname();
+  }
+  auto text = CursorUseText(node);
+  if (!text) {
+    return RefusedText(std::move(result), context, text.error().code, text.error().message);
+  }
+  result.statement_class = StatementClass::kSession;
+  result.rewritten_sql = *text;
+  result.cursor = cursor;
+  return result;
+}
+
 Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context& context) {
   StatementResult result;
   const size_t start =
@@ -1141,6 +1273,11 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
     }
     case Node::kExplainStmt:
       return ClassifyExplain(std::move(result), context, node);
+    case Node::kDeclareCursorStmt:
+      return ClassifyDeclareCursor(std::move(result), context, node);
+    case Node::kFetchStmt:
+    case Node::kClosePortalStmt:
+      return ClassifyCursorUse(std::move(result), context, node);
     case Node::kVariableSetStmt:
       return ClassifySet(std::move(result), context, node);
     case Node::kVariableShowStmt:
@@ -1156,9 +1293,7 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
     default:
       return RefusedText(
           std::move(result), context,
-          node.node_case() == Node::kPrepareStmt || node.node_case() == Node::kExecuteStmt ||
-                  node.node_case() == Node::kDeclareCursorStmt ||
-                  node.node_case() == Node::kFetchStmt || node.node_case() == Node::kClosePortalStmt
+          node.node_case() == Node::kPrepareStmt || node.node_case() == Node::kExecuteStmt
               ? "0A000"
               : "42501",
           StatementKindName(node) + " is refused: " + RefusedStatementReason(node));

@@ -38,7 +38,14 @@ UseServerSidePrepare = 1
 ConnSettings =
 EOF
 }
-{ dsn dpgate_alice alice "$ALICE_PASSWORD"; dsn dpgate_bob bob "$BOB_PASSWORD"; } >"$ODBCINI"
+{
+  dsn dpgate_alice alice "$ALICE_PASSWORD"
+  dsn dpgate_bob bob "$BOB_PASSWORD"
+  # Declare/fetch mode (what Tableau's psqlODBC connections use): every
+  # SELECT is sent as DECLARE "SQL_CUR..." CURSOR ... and read with FETCH 2.
+  dsn dpgate_alice_fetch alice "$ALICE_PASSWORD"
+  printf 'UseDeclareFetch = 1\nFetch = 2\n'
+} >"$ODBCINI"
 chmod 600 "$ODBCINI"
 
 # isql_run DSN STATEMENT...: one isql session (one connection) running each
@@ -207,6 +214,26 @@ transaction() {
   charged "transaction" 1 0.5
 }
 
+# DESIGN.md §2 "Wrapped queries": the cursor over a private aggregate is
+# dpgate's, charged once at DECLARE; FETCH reads the released rows in slices
+# of two (three declared cities), and a public query's cursor is the
+# upstream's.
+declare_fetch() {
+  mark
+  # FETCHes served from dpgate's own cursor are audited as local session
+  # statements with their row count: two rows, then the last one.
+  local fetched_before
+  fetched_before=$(grep -c 'class=session .* rows=2 .*outcome=local' "$DPGATE_LOG" || true)
+  out=$(isql_run dpgate_alice_fetch "$(agg 53)" "SELECT code, name FROM cities ORDER BY code") ||
+    { echo "$out"; fail "declare/fetch mode failed"; }
+  no_errors "declare/fetch mode" "$out"
+  expect "declare/fetch mode" "$out" "north|North" "south|South"
+  check_release "age > 53 through a cursor" "$out" "$(truth 53)"
+  [ "$(grep -c 'class=session .* rows=2 .*outcome=local' "$DPGATE_LOG" || true)" -gt "$fetched_before" ] ||
+    fail "declare/fetch mode: no FETCH of two released rows was served by dpgate"
+  charged "declare/fetch mode" 1 0.5
+}
+
 refusals() {
   mark
   out=$(isql_run dpgate_alice "SELECT * FROM patients") || true
@@ -236,6 +263,7 @@ section "connect; SQLTables and SQLColumns" connect_and_catalog
 section "a private aggregate, then the cached answer" private_aggregate
 section "several statements in one connection" several_statements
 section "a transaction mixing private and public statements" transaction
+section "declare/fetch mode: a cursor over released rows" declare_fetch
 section "refusals carry dpgate's explanation, nothing charged" refusals
 section "budget exhaustion" budget_exhaustion
 section "no statement failed upstream" no_upstream_errors

@@ -78,6 +78,23 @@ struct StatementResult {
   // For an accepted SET/RESET search_path: the session's new path, which the
   // proxy keeps and passes back in SessionContext (it never forwards it).
   std::optional<std::vector<std::string>> new_search_path;
+  // SQL-level cursors (DESIGN.md §2 "Wrapped queries"; docs/REWRITER.md
+  // §4.5). Set for DECLARE, FETCH, MOVE and CLOSE. A DECLARE keeps the class
+  // of its query: for a private aggregate, rewritten_sql and plan are the
+  // query's, and the proxy keeps the released rows as the cursor; for a
+  // public or catalog query, rewritten_sql is the whole DECLARE to forward.
+  // FETCH/MOVE/CLOSE are kSession; the proxy serves them from its own
+  // cursor or forwards them for a cursor it saw declared upstream.
+  struct Cursor {
+    enum class Kind { kDeclare, kFetch, kMove, kClose };
+    Kind kind = Kind::kDeclare;
+    std::string name;     // empty for CLOSE ALL
+    bool hold = false;    // DECLARE ... WITH HOLD
+    bool binary = false;  // DECLARE BINARY
+    bool forward = true;  // FETCH/MOVE: NEXT, FORWARD n or FORWARD ALL
+    int64_t count = 1;    // FETCH/MOVE: rows to move over; -1 for ALL
+  };
+  std::optional<Cursor> cursor;
 };
 
 // Classifies every statement of `sql` (one or many, separated by ';').
