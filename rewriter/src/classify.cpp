@@ -1335,6 +1335,35 @@ bool IsValidUtf8(const std::string& text) {
 
 }  // namespace
 
+// Defense in depth against deparser bugs: the text dpgate forwards must
+// parse back as exactly one statement of the kind it was built as. A
+// deparser that writes a name unquoted (as libpg_query does for FETCH's
+// cursor) could otherwise turn a quoted identifier into a second statement
+// reading a private table; this refuses any such text, whatever statement
+// it comes from (docs/REWRITER.md §1.3).
+std::optional<std::string> ForwardedTextProblem(const StatementResult& result) {
+  if (result.rewritten_sql.empty()) return std::nullopt;
+  if (result.statement_class == StatementClass::kRefused ||
+      result.statement_class == StatementClass::kDpgateCommand) {
+    return std::nullopt;  // never sent upstream
+  }
+  auto parsed = internal::Parse(result.rewritten_sql);
+  if (!parsed || parsed->stmts_size() != 1) {
+    return "dpgate's rewrite of this statement does not parse back as one statement, so it is "
+           "not sent; rewrite the query (for example, rename unusual identifiers) and report it";
+  }
+  const Node& stmt = parsed->stmts(0).stmt();
+  const bool reads = result.statement_class == StatementClass::kPrivateAggregate ||
+                     result.statement_class == StatementClass::kPublic ||
+                     result.statement_class == StatementClass::kCatalog;
+  if (reads && !stmt.has_select_stmt() && !stmt.has_declare_cursor_stmt() &&
+      !stmt.has_explain_stmt()) {
+    return "dpgate's rewrite of this query does not parse back as a query, so it is not sent; "
+           "report it";
+  }
+  return std::nullopt;
+}
+
 Status FillBudgetSplit(ReleasePlan* plan, double epsilon, double delta,
                        config::Mechanism mechanism) {
   int quantities = 0;
@@ -1406,6 +1435,9 @@ Result<std::vector<StatementResult>> Classify(std::string_view sql, const config
             std::move(*classified), context,
             Refusal{"22023", "the query's budget cannot be split: " + filled.message(), -1});
       }
+    }
+    if (auto problem = ForwardedTextProblem(*classified)) {
+      *classified = Refused(std::move(*classified), context, Refusal{"0A000", *problem, -1});
     }
     results.push_back(std::move(*classified));
   }

@@ -97,6 +97,12 @@ struct StatementResult {
   std::optional<Cursor> cursor;
 };
 
+// Why `result.rewritten_sql` must not be sent upstream, if it must not: it
+// does not parse back as exactly one statement, or a query's text is not a
+// query. Classify applies it to every statement it returns (refusing with
+// 0A000); exposed for tests (docs/REWRITER.md §1.3).
+std::optional<std::string> ForwardedTextProblem(const StatementResult& result);
+
 // Classifies every statement of `sql` (one or many, separated by ';').
 // A syntax error refuses the whole string (one kRefused result, 42601).
 // The proxy must refuse the whole string when any statement is refused.
