@@ -8,6 +8,7 @@
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -56,11 +57,14 @@ struct CancelKey {
 class Session;
 
 struct ServerState {
-  ServerState(const config::Config& c, const ServerOptions& o, asio::io_context& i)
-      : config(c), options(o), io(i), plans(c, o.schema_facts) {}
+  ServerState(const config::Config& c, const ServerOptions& o,
+              std::vector<std::unique_ptr<asio::io_context>>& contexts)
+      : config(c), options(o), io_contexts(contexts), plans(c, o.schema_facts) {}
   const config::Config& config;
   const ServerOptions& options;
-  asio::io_context& io;
+  // One event loop per I/O thread (RunServer); sessions are spread over them.
+  std::vector<std::unique_ptr<asio::io_context>>& io_contexts;
+  std::atomic<size_t> next_context{0};
   // Classification results by exact query text and session context, so a
   // dashboard's repeated statement is not parsed and rewritten again
   // (docs/REWRITER.md §13).
@@ -365,6 +369,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   awaitable<bool> ReadFrame(wire::Frame* frame, std::chrono::seconds timeout);
   awaitable<bool> Flush();
+  size_t WriteAvailable(boost::system::error_code* ec);
   void ReadAvailable(boost::system::error_code* ec);
   void Close() {
     boost::system::error_code ec;
@@ -464,15 +469,34 @@ class Session : public std::enable_shared_from_this<Session> {
 
 awaitable<bool> Session::Flush() {
   if (out_.buffer().empty()) co_return true;
-  const std::string data = out_.Take();
   boost::system::error_code ec;
   if (tls_active_) {
+    const std::string data = out_.Take();
     co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
-  } else {
-    co_await asio::async_write(socket_, asio::buffer(data),
-                               asio::redirect_error(use_awaitable, ec));
+    co_return !ec;
   }
-  co_return !ec;
+  // An answer usually fits in the socket's send buffer: one non-blocking send
+  // finishes it with no reactor operation. (An async_write that completes at
+  // once still goes through the scheduler's queue, which wakes another I/O
+  // thread, before the coroutine resumes.)
+  const size_t sent = WriteAvailable(&ec);
+  if (ec && ec != asio::error::would_block) co_return false;
+  if (sent < out_.buffer().size()) {
+    ec = {};
+    co_await asio::async_write(
+        socket_, asio::buffer(out_.buffer().data() + sent, out_.buffer().size() - sent),
+        asio::redirect_error(use_awaitable, ec));
+    if (ec) co_return false;
+  }
+  out_.Clear();
+  co_return true;
+}
+
+// Sends what the socket takes now, without blocking; returns the bytes sent.
+size_t Session::WriteAvailable(boost::system::error_code* ec) {
+  if (!socket_.non_blocking()) socket_.non_blocking(true, *ec);
+  if (*ec) return 0;
+  return socket_.write_some(asio::buffer(out_.buffer()), *ec);
 }
 
 // Reads what the plain socket holds into the decoder without blocking
@@ -511,19 +535,23 @@ awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds time
                                                       asio::redirect_error(use_awaitable, ec));
       if (!ec) decoder_.Append(std::string_view(buf.data(), n));
     } else {
-      // Wait for readability first and read in a plain function, so that an
-      // idle session's suspended frame holds no read buffer (memory per idle
-      // client; docs/PROXY.md §2).
-      // A busy client usually has its next message waiting already: try a
-      // non-blocking read first and go through the reactor only if empty.
-      // Asio may complete a wait before the socket is readable, so the read
-      // is retried until it returns data or a real error.
-      ReadAvailable(&ec);
-      while (ec == asio::error::would_block) {
-        ec = {};
-        co_await socket_.async_wait(tcp::socket::wait_read,
-                                    asio::redirect_error(use_awaitable, ec));
-        if (!ec) ReadAvailable(&ec);
+      // A real read, not async_wait + read: Asio 1.74 re-arms the descriptor
+      // with an epoll_ctl on every async_wait, while a read operation is
+      // tried at once only when the socket signalled data since the last
+      // read came up short (a busy client's next message is already here),
+      // and otherwise waits for the reactor without a failed recv. The
+      // buffer is small so that an idle session's suspended frame stays
+      // small (memory per idle client; docs/PROXY.md §2); when it fills, the
+      // rest of a pipelined batch is taken at once without blocking.
+      std::array<char, 512> head;
+      const size_t n = co_await socket_.async_read_some(asio::buffer(head),
+                                                        asio::redirect_error(use_awaitable, ec));
+      if (!ec) {
+        decoder_.Append(std::string_view(head.data(), n));
+        if (n == head.size()) {
+          ReadAvailable(&ec);
+          if (ec == asio::error::would_block) ec = {};
+        }
       }
     }
     deadline_.cancel();
@@ -1831,10 +1859,13 @@ Session::Step Session::HandleClose(std::string_view body) {
 awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
   while (true) {
     boost::system::error_code ec;
-    // Each session lives on its own strand: its socket, timers, upstream
-    // descriptor and ledger completions are never run concurrently, even with
-    // several I/O threads.
-    const asio::any_io_executor strand = asio::make_strand(state.io);
+    // Each session lives on its own strand of one I/O thread's event loop,
+    // taken round robin: its socket, timers, upstream descriptor and ledger
+    // completions are never run concurrently, and its wake-ups never hop
+    // threads (see RunServer).
+    asio::io_context& context =
+        *state.io_contexts[state.next_context.fetch_add(1) % state.io_contexts.size()];
+    const asio::any_io_executor strand = asio::make_strand(context);
     tcp::socket socket =
         co_await acceptor.async_accept(strand, asio::redirect_error(use_awaitable, ec));
     if (ec) {
@@ -1864,8 +1895,23 @@ std::string UpstreamDatabase(const std::string& dsn) {
 }  // namespace
 
 Status RunServer(const config::Config& config, const ServerOptions& options) {
-  asio::io_context io;
-  ServerState state(config, options, io);
+  // One io_context per I/O thread rather than one shared by all threads: a
+  // shared one hands every completion to whichever thread is free, so each
+  // statement's several wake-ups cost futex calls, epoll interrupts and
+  // context switches between the threads (most of the proxy's per-statement
+  // cost is in the kernel; bench/RESULTS.md, proxy). A single-threaded loop
+  // runs its completions inline. Cross-thread work (the pool, the ledger,
+  // cancels) is posted to a session's executor, which is thread-safe.
+  const int threads = options.io_threads > 0
+                          ? options.io_threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  for (int i = 0; i < threads; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
+  asio::io_context& io = *contexts.front();
+  const auto stop_all = [&contexts] {
+    for (auto& c : contexts) c->stop();
+  };
+  ServerState state(config, options, contexts);
   state.upstream_database = UpstreamDatabase(config.upstream.dsn);
   unsigned char secret[32];
   RAND_bytes(secret, sizeof secret);
@@ -1950,14 +1996,14 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
     }
     grace.expires_after(options.shutdown_grace);
     grace.async_wait([&](boost::system::error_code e) {
-      if (!e) io.stop();
+      if (!e) stop_all();
     });
     // Poll until every session has ended, then stop.
     auto poll = std::make_shared<std::function<void()>>();
     auto timer = std::make_shared<asio::steady_timer>(io);
     *poll = [&, poll, timer] {
       if (state.connections.load() == 0) {
-        io.stop();
+        stop_all();
         return;
       }
       timer->expires_after(std::chrono::milliseconds(50));
@@ -1968,11 +2014,12 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
     (*poll)();
   });
 
-  const int threads = options.io_threads > 0
-                          ? options.io_threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  // The other loops have no work until a session lands on them: keep them
+  // running until stop_all.
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running;
+  for (auto& c : contexts) keep_running.push_back(asio::make_work_guard(*c));
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
+  for (int i = 1; i < threads; ++i) pool.emplace_back([c = contexts[i].get()] { c->run(); });
   io.run();
   for (auto& t : pool) t.join();
   state.pool->Close();

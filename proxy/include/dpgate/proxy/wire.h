@@ -168,6 +168,16 @@ class BackendWriter {
  public:
   const std::string& buffer() const { return out_; }
   std::string Take() { return std::exchange(out_, {}); }
+  // Empties the buffer once it has been sent. A small buffer keeps its
+  // storage for the next answer (no allocation per statement); a large one
+  // is freed so that an idle session does not keep its biggest answer's.
+  void Clear() {
+    if (out_.capacity() > kRetainedCapacity) {
+      std::string().swap(out_);
+    } else {
+      out_.clear();
+    }
+  }
 
   void SslResponse(bool accept) { out_ += accept ? 'S' : 'N'; }
   void AuthenticationOk();
@@ -199,6 +209,7 @@ class BackendWriter {
   void PutCString(std::string_view s);
   void PutDiagnostic(char type, const Diagnostic& d);
 
+  static constexpr size_t kRetainedCapacity = 4096;
   std::string out_;
   size_t frame_start_ = 0;
 };

@@ -1,0 +1,75 @@
+#include "dpgate/proxy/batched_sink.h"
+
+#include <cerrno>
+
+#include <unistd.h>
+
+namespace dpgate::proxy {
+
+BatchedFdSink::BatchedFdSink(int fd, std::chrono::milliseconds interval, size_t max_buffered)
+    : fd_(fd), interval_(interval), max_buffered_(max_buffered) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+BatchedFdSink::~BatchedFdSink() {
+  {
+    std::lock_guard lock(signal_mutex_);
+    stop_ = true;
+  }
+  signal_.notify_one();
+  writer_.join();
+  flush();  // whatever arrived after the writer's last batch
+}
+
+size_t BatchedFdSink::write_errors() const {
+  return write_errors_.load();
+}
+
+void BatchedFdSink::sink_it_(const spdlog::details::log_msg& msg) {
+  spdlog::memory_buf_t formatted;
+  formatter_->format(msg, formatted);
+  const bool starts_batch = buffer_.empty();
+  buffer_.append(formatted.data(), formatted.size());
+  if (buffer_.size() >= max_buffered_) {
+    // Full: this thread writes the batch itself rather than drop a line.
+    flush_();
+    return;
+  }
+  if (starts_batch) {
+    std::lock_guard lock(signal_mutex_);
+    pending_ = true;
+    signal_.notify_one();
+  }
+}
+
+// Under base_sink::mutex_, so batches reach the descriptor in order.
+void BatchedFdSink::flush_() {
+  size_t done = 0;
+  while (done < buffer_.size()) {
+    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      write_errors_.fetch_add(1);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  buffer_.clear();
+}
+
+void BatchedFdSink::WriterLoop() {
+  std::unique_lock lock(signal_mutex_);
+  while (true) {
+    signal_.wait(lock, [this] { return pending_ || stop_; });
+    if (stop_) return;  // the destructor flushes
+    // Let the batch gather for one interval, then write it in one call.
+    signal_.wait_for(lock, interval_, [this] { return stop_; });
+    pending_ = false;
+    if (stop_) return;
+    lock.unlock();
+    flush();
+    lock.lock();
+  }
+}
+
+}  // namespace dpgate::proxy
