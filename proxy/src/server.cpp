@@ -402,6 +402,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<std::optional<StatementReply>> RunDpgateCommand(const rewriter::StatementResult& st);
   awaitable<std::optional<StatementReply>> RunCursorStatement(const rewriter::StatementResult& st,
                                                               const BoundParameters* parameters);
+  awaitable<std::optional<StatementReply>> RunSqlPrepared(const rewriter::StatementResult& st);
   void DropEndedCursors();
   void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
   void SendRefusal(const rewriter::StatementResult& st,
@@ -461,6 +462,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::map<std::string, Portal> portals_;
   bool skip_until_sync_ = false;
   std::map<std::string, LocalCursor> local_cursors_;
+  // SQL-level PREPAREd statements: name -> the PREPARE's text (REWRITER.md
+  // §4.6). Same namespace as the protocol's named statements, as in
+  // PostgreSQL.
+  std::map<std::string, std::string> sql_prepared_;
   // Cursors over public or catalog queries, declared upstream through
   // dpgate (name -> WITH HOLD): the only names FETCH/MOVE/CLOSE are
   // forwarded for.
@@ -863,7 +868,8 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
     const auto name = DeallocatedName(sql);
     if (!name.has_value()) {
       statements_.clear();
-    } else if (statements_.erase(*name) == 0) {
+      sql_prepared_.clear();
+    } else if (statements_.erase(*name) == 0 && sql_prepared_.erase(*name) == 0) {
       SendError(MakeDiagnostic("26000", "prepared statement \"" + *name + "\" does not exist"));
       return std::optional<StatementReply>();
     }
@@ -876,7 +882,10 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
       return std::optional<StatementReply>();
     }
     statements_.clear();
+    sql_prepared_.clear();
     portals_.clear();
+    local_cursors_.clear();     // DISCARD ALL closes every cursor, as CLOSE ALL
+    upstream_cursors_.clear();  // (the pool's reset closes the upstream's)
     session_sets_.clear();
     rw_session_.search_path = rewriter::SessionContext{}.search_path;
     upstream_.Release();  // reset by the pool; the next statement takes one
@@ -1000,6 +1009,9 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
   const auto started = std::chrono::steady_clock::now();
   if (st.cursor.has_value() && st.statement_class != rewriter::StatementClass::kRefused) {
     co_return co_await RunCursorStatement(st, parameters);
+  }
+  if (st.sql_prepare.has_value() || st.sql_execute.has_value()) {
+    co_return co_await RunSqlPrepared(st);
   }
   switch (st.statement_class) {
     case rewriter::StatementClass::kPublic:
@@ -1155,6 +1167,55 @@ awaitable<std::optional<StatementReply>> Session::RunCursorStatement(
   reply.tag = std::string(fetch ? "FETCH " : "MOVE ") + std::to_string(n);
   Audit(st, "local", 0, 0, fetch ? n : 0, started);
   co_return reply;
+}
+
+// SQL-level PREPARE and EXECUTE (docs/REWRITER.md §4.6): PREPARE keeps the
+// statement's text; EXECUTE binds the arguments into the prepared query on
+// the parse trees and runs the result like any statement the client sends
+// (classified, and for a private aggregate charged, each time).
+awaitable<std::optional<StatementReply>> Session::RunSqlPrepared(
+    const rewriter::StatementResult& st) {
+  const auto started = std::chrono::steady_clock::now();
+  if (st.sql_prepare.has_value()) {
+    const std::string& name = *st.sql_prepare;
+    if (sql_prepared_.count(name) > 0 || statements_.count(name) > 0) {
+      SendError(MakeDiagnostic("42P05", "prepared statement \"" + name + "\" already exists"));
+      co_return std::nullopt;
+    }
+    if (sql_prepared_.size() + statements_.size() >= kMaxPreparedPerSession) {
+      SendError(MakeDiagnostic("54000", "too many prepared statements in this session",
+                               "DEALLOCATE the ones you no longer need"));
+      co_return std::nullopt;
+    }
+    sql_prepared_[name] = st.original_sql;
+    Audit(st, "local", 0, 0, 0, started);
+    StatementReply reply;
+    reply.tag = "PREPARE";
+    co_return reply;
+  }
+  const auto found = sql_prepared_.find(*st.sql_execute);
+  if (found == sql_prepared_.end()) {
+    SendError(
+        MakeDiagnostic("26000", "prepared statement \"" + *st.sql_execute + "\" does not exist"));
+    co_return std::nullopt;
+  }
+  auto bound = rewriter::BindSqlExecute(found->second, st.original_sql);
+  if (!bound.ok()) {
+    SendError(MakeDiagnostic(bound.error().code, bound.error().message));
+    co_return std::nullopt;
+  }
+  auto classified = state_.plans.Classify(*bound, rw_session_);
+  if (!classified.ok() || (*classified)->size() != 1) {
+    SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
+                             "the statement was not run; report it to the administrator"));
+    co_return std::nullopt;
+  }
+  const rewriter::StatementResult& run = (*classified)->front();
+  if (run.statement_class == rewriter::StatementClass::kRefused) {
+    SendRefusal(run, started);
+    co_return std::nullopt;
+  }
+  co_return co_await RunStatement(run, nullptr, 0);
 }
 
 // A cursor declared without HOLD ends with its transaction, as in
@@ -1526,6 +1587,14 @@ awaitable<Session::Step> Session::HandleParse(std::string_view body) {
     const rewriter::StatementResult& st = statement->classified->front();
     if (st.statement_class == rewriter::StatementClass::kRefused) {
       SendRefusal(st, started);
+      co_return Step::kError;
+    }
+    if (st.sql_prepare.has_value() || st.sql_execute.has_value()) {
+      SendError(MakeDiagnostic("0A000",
+                               "SQL-level PREPARE/EXECUTE inside the extended query protocol is "
+                               "not supported by dpgate",
+                               "send it as a simple query, or use the protocol's own prepared "
+                               "statements (Parse/Bind/Execute)"));
       co_return Step::kError;
     }
     if (st.statement_class == rewriter::StatementClass::kPrivateAggregate) {

@@ -1036,10 +1036,6 @@ std::string RefusedStatementReason(const Node& node) {
              "writes column statistics";
     case Node::kLockStmt:
       return "LOCK is refused: dpgate's upstream connections do not take locks";
-    case Node::kPrepareStmt:
-    case Node::kExecuteStmt:
-      return "not yet supported: SQL-level PREPARE/EXECUTE; use the extended query protocol "
-             "(every driver's prepared statements) or plain statements";
     default:
       return "only SELECT, EXPLAIN, SET/SHOW/RESET of allowed settings, transaction control, "
              "DISCARD and DEALLOCATE pass through dpgate; DDL, DML and administration commands "
@@ -1275,6 +1271,25 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
       return ClassifyExplain(std::move(result), context, node);
     case Node::kDeclareCursorStmt:
       return ClassifyDeclareCursor(std::move(result), context, node);
+    case Node::kPrepareStmt: {
+      // Checked now as the query it prepares; kept by the proxy, never sent.
+      const auto& prepare = node.prepare_stmt();
+      if (!prepare.has_query() || !prepare.query().has_select_stmt()) {
+        return RefusedText(std::move(result), context, "0A000",
+                           "SQL-level PREPARE is accepted only for SELECT statements");
+      }
+      SelectOutcome inner = AnalyseSelect(prepare.query(), context);
+      result.relations = inner.relations;
+      result.dataset = inner.dataset;
+      if (inner.refusal) return Refused(std::move(result), context, *inner.refusal);
+      result.statement_class = StatementClass::kSession;
+      result.sql_prepare = prepare.name();
+      return result;
+    }
+    case Node::kExecuteStmt:
+      result.statement_class = StatementClass::kSession;
+      result.sql_execute = node.execute_stmt().name();
+      return result;
     case Node::kFetchStmt:
     case Node::kClosePortalStmt:
       return ClassifyCursorUse(std::move(result), context, node);
@@ -1291,12 +1306,8 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
       return result;
     }
     default:
-      return RefusedText(
-          std::move(result), context,
-          node.node_case() == Node::kPrepareStmt || node.node_case() == Node::kExecuteStmt
-              ? "0A000"
-              : "42501",
-          StatementKindName(node) + " is refused: " + RefusedStatementReason(node));
+      return RefusedText(std::move(result), context, "42501",
+                         StatementKindName(node) + " is refused: " + RefusedStatementReason(node));
   }
 }
 

@@ -149,3 +149,60 @@ TEST_CASE("cursors over public tables are forwarded, unknown cursor names are re
   tx.exec("ROLLBACK");
   tx.exec("CLOSE ALL");
 }
+
+// SQL-level PREPARE / EXECUTE (docs/REWRITER.md §4.6): EXECUTE runs the
+// bound query as if the client had sent it: charged per execution, and the
+// cached answer for an identical one.
+TEST_CASE("SQL-level PREPARE and EXECUTE of a private aggregate") {
+  ServeFixture f;
+  pqxx::connection c(f.Dsn("alice", kAlicePassword));
+  pqxx::nontransaction tx(c);
+  tx.exec("SET dp.epsilon = 1");
+  const double before = RemainingEpsilon(tx);
+  tx.exec("PREPARE over (int) AS SELECT count(*) FROM people WHERE id > $1");
+  CHECK(RemainingEpsilon(tx) == Approx(before));  // nothing runs at PREPARE
+  const auto first = tx.exec1("EXECUTE over (5000)");
+  // 5,000 people with id > 5000; ε = 1, sensitivity 1: P(|noise| > 30) < 1e-12.
+  CHECK(std::abs(first[0].as<long>() - 5000) <= 30);
+  CHECK(RemainingEpsilon(tx) == Approx(before - 1));
+  // The identical execution: the cached noisy answer, no charge.
+  CHECK(tx.exec1("EXECUTE over (5000)")[0].as<long>() == first[0].as<long>());
+  CHECK(RemainingEpsilon(tx) == Approx(before - 1));
+  const auto second = tx.exec1("EXECUTE over (9000)");
+  CHECK(std::abs(second[0].as<long>() - 1000) <= 30);
+  CHECK(RemainingEpsilon(tx) == Approx(before - 2));
+  try {
+    tx.exec("PREPARE over (int) AS SELECT count(*) FROM people");
+    FAIL("a second statement of the same name was accepted");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(SqlState(e) == "42P05");
+  }
+  try {
+    tx.exec("EXECUTE over (1, 2)");
+    FAIL("EXECUTE with two arguments for one parameter was accepted");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(std::string(e.what()).find("wrong number of parameters") != std::string::npos);
+  }
+  // An argument is held to the same rules as the query it goes into.
+  try {
+    tx.exec("EXECUTE over ((SELECT id FROM people WHERE score > 99))");
+    FAIL("a subquery argument reading a private row was accepted");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(std::string(e.what()).find("is refused") != std::string::npos);
+  }
+  tx.exec("DEALLOCATE over");
+  try {
+    tx.exec("EXECUTE over (5000)");
+    FAIL("a deallocated statement was executed");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(SqlState(e) == "26000");
+  }
+  // Raw rows are refused at PREPARE already.
+  try {
+    tx.exec("PREPARE raw (int) AS SELECT score FROM people WHERE id = $1");
+    FAIL("PREPARE of raw rows was accepted");
+  } catch (const pqxx::insufficient_privilege& e) {
+    CHECK(std::string(e.what()).find("raw values") != std::string::npos);
+  }
+  CHECK(RemainingEpsilon(tx) == Approx(before - 2));
+}

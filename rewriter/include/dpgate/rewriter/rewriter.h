@@ -95,7 +95,25 @@ struct StatementResult {
     int64_t count = 1;    // FETCH/MOVE: rows to move over; -1 for ALL
   };
   std::optional<Cursor> cursor;
+  // SQL-level PREPARE name [(types)] AS SELECT ... / EXECUTE name [(args)]
+  // (docs/REWRITER.md §4.6): kSession statements the proxy answers itself,
+  // with nothing to forward. PREPARE's query is checked here, so one that can
+  // never run is refused at PREPARE; the proxy keeps original_sql under the
+  // name. EXECUTE runs BindSqlExecute's statement, classified as if the
+  // client had sent it.
+  std::optional<std::string> sql_prepare;  // PREPARE: the statement's name
+  std::optional<std::string> sql_execute;  // EXECUTE: the statement's name
 };
+
+// The statement an SQL-level EXECUTE runs: the query of `prepare_sql` (a
+// PREPARE statement Classify accepted) with each parameter $n replaced by
+// the n-th argument of `execute_sql` (an EXECUTE), cast to the n-th declared
+// type when PREPARE declared types. Built on the parse trees and deparsed:
+// the arguments become part of the query, which the caller classifies anew,
+// so every rule applies to them as to text the client wrote. Errors: a
+// wrong number of arguments (42601, as PostgreSQL), or statements that are
+// not a PREPARE and an EXECUTE.
+Result<std::string> BindSqlExecute(const std::string& prepare_sql, const std::string& execute_sql);
 
 // Why `result.rewritten_sql` must not be sent upstream, if it must not: it
 // does not parse back as exactly one statement, or a query's text is not a
