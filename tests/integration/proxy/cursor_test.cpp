@@ -10,16 +10,10 @@
 #include "serve_fixture.h"
 
 using dpgate::testing::kAlicePassword;
+using dpgate::testing::RemainingEpsilon;
 using dpgate::testing::ServeFixture;
 
 namespace {
-
-double RemainingEpsilon(pqxx::transaction_base& tx) {
-  for (const auto& row : tx.exec("SHOW dp.budget")) {
-    if (row[1].as<std::string>() == "analyst") return row[4].as<double>();
-  }
-  return -1;
-}
 
 std::string SqlState(const pqxx::sql_error& e) {
   return e.sqlstate();

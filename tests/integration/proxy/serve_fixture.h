@@ -49,6 +49,14 @@ constexpr const char* kDatasetsYaml = R"yaml(datasets:
         public: true
 )yaml";
 
+// The analyst's remaining ε, as SHOW dp.budget reports it (-1 if absent).
+inline double RemainingEpsilon(pqxx::transaction_base& tx) {
+  for (const auto& row : tx.exec("SHOW dp.budget")) {
+    if (row[1].as<std::string>() == "analyst") return row[4].as<double>();
+  }
+  return -1;
+}
+
 struct ServeFixture {
   dpgate::testing::TestPg pg = RequireTestPg();
   std::string db;

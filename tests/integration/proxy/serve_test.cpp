@@ -373,12 +373,7 @@ TEST_CASE("private tables joined on the unit and a CTE in FROM answer through dp
   pqxx::connection c(f.Dsn("alice", kAlicePassword));
   pqxx::nontransaction tx(c);
   tx.exec("SET dp.epsilon = 1");
-  const auto remaining = [&tx]() {
-    for (const auto& row : tx.exec("SHOW dp.budget")) {
-      if (row[1].as<std::string>() == "analyst") return row[4].as<double>();
-    }
-    return -1.0;
-  };
+  const auto remaining = [&tx]() { return dpgate::testing::RemainingEpsilon(tx); };
   const double before = remaining();
   // 4,000 joined rows, two per member (within c = 3, the larger c). One
   // count with ε = 1 and sensitivity k·c = 3: discrete Laplace with scale 3,

@@ -12,18 +12,26 @@
 
 namespace dpgate::rewriter::testing {
 
+// A private table of a test config: its unit, k and c; columns are added by
+// the caller.
+inline config::TableSpec PrivateTable(const std::string& schema, const std::string& name,
+                                      const std::string& unit, int max_groups, int max_rows) {
+  config::TableSpec table;
+  table.schema = schema;
+  table.name = name;
+  table.privacy_unit = unit;
+  table.max_groups_contributed = max_groups;
+  table.max_rows_per_group = max_rows;
+  return table;
+}
+
 inline config::Config MakeTestConfig() {
   config::Config config;
   config.query.max_epsilon = 2.0;
 
   config::Dataset census;
   census.name = "census";
-  config::TableSpec pums;
-  pums.schema = "pums";
-  pums.name = "pums";
-  pums.privacy_unit = "pid";
-  pums.max_groups_contributed = 3;
-  pums.max_rows_per_group = 2;
+  config::TableSpec pums = PrivateTable("pums", "pums", "pid", 3, 2);
   pums.columns.push_back({"age", 0.0, 100.0, {}});
   pums.columns.push_back({"income", 0.0, 500000.0, {}});
   pums.columns.push_back({"sex", std::nullopt, std::nullopt, {"0", "1"}});
@@ -34,12 +42,7 @@ inline config::Config MakeTestConfig() {
   // A second private table of the same dataset, joined to pums on the unit
   // (docs/REWRITER.md §5.5): tighter k and c than pums, so the join's bounds
   // are visibly the smaller ones.
-  config::TableSpec household;
-  household.schema = "pums";
-  household.name = "household";
-  household.privacy_unit = "pid";
-  household.max_groups_contributed = 2;
-  household.max_rows_per_group = 3;
+  config::TableSpec household = PrivateTable("pums", "household", "pid", 2, 3);
   household.columns.push_back({"rent", 0.0, 3000.0, {}});
   household.columns.push_back({"rooms", 1.0, 12.0, {}});
   household.columns.push_back({"tenure", std::nullopt, std::nullopt, {"own", "rent"}});
@@ -53,12 +56,7 @@ inline config::Config MakeTestConfig() {
 
   config::Dataset hr;
   hr.name = "hr";
-  config::TableSpec employees;
-  employees.schema = "public";
-  employees.name = "employees";
-  employees.privacy_unit = "employee_id";
-  employees.max_groups_contributed = 4;
-  employees.max_rows_per_group = 1;
+  config::TableSpec employees = PrivateTable("public", "employees", "employee_id", 4, 1);
   employees.columns.push_back({"salary", -1000.0, 500000.0, {}});
   employees.columns.push_back({"age", 18.0, 100.0, {}});
   employees.columns.push_back(
