@@ -340,11 +340,10 @@ class Scanner {
 
   void WalkFields(Message* message, const std::vector<std::string>& ctes,
                   const FieldDescriptor* skip) {
-    const auto* descriptor = message->GetDescriptor();
     const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count() && !refusal_; ++i) {
-      const auto* field = descriptor->field(i);
-      if (field == skip || field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : internal::ChildFields(*message)) {
+      if (refusal_) break;
+      if (field == skip) continue;
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field) && !refusal_; ++j) {
           Walk(reflection->MutableRepeatedMessage(message, field, j), ctes);

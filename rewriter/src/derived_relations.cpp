@@ -88,11 +88,8 @@ bool ReplaceCteReference(Message* message, const pb::CommonTableExpr& cte) {
       return true;
     }
   }
-  const auto* descriptor = message->GetDescriptor();
   const auto* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+  for (const auto* field : ChildFields(*message)) {
     if (field->is_repeated()) {
       for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
         if (ReplaceCteReference(reflection->MutableRepeatedMessage(message, field, j), cte))
@@ -191,9 +188,7 @@ void QualifyColumns(Message* message, const std::string& relation) {
     return;
   }
   const auto* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+  for (const auto* field : ChildFields(*message)) {
     if (field->is_repeated()) {
       for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
         QualifyColumns(reflection->MutableRepeatedMessage(message, field, j), relation);
@@ -386,9 +381,8 @@ class ReferenceSubstitution {
       }
     }
     const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count() && !refusal_; ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(*message)) {
+      if (refusal_) break;
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
           Walk(reflection->MutableRepeatedMessage(message, field, j), clause);

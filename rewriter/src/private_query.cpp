@@ -582,11 +582,8 @@ class PrivateAnalyser {
       }
       return;
     }
-    const auto* descriptor = message->GetDescriptor();
     const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(*message)) {
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
           NormalizeInPlace(reflection->MutableRepeatedMessage(message, field, j));
@@ -614,11 +611,8 @@ class PrivateAnalyser {
     // The loop stays written out here: routed through AnyChild, GCC 12
     // inlines this function into its callers and reports a false
     // -Warray-bounds on the ColumnRef cast of a Node.
-    const auto* descriptor = message.GetDescriptor();
     const auto* reflection = message.GetReflection();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(message)) {
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
           if (MentionsPrivacyUnit(reflection->GetRepeatedMessage(message, field, j))) return true;

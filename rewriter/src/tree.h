@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,14 @@ Result<std::string> Deparse(const pb::Node& stmt, int32_t version);
 
 // "line L, column C" of a byte offset into `sql` (columns count characters).
 std::string Position(std::string_view sql, int location);
+
+// The message-typed fields a walk over `message`'s children must look at, in
+// field order. For a pb::Node (a oneof of ~240 message fields, at most one
+// set) only the set member: asking HasField of every member made the
+// reflective walks the largest cost of a rewrite (bench/RESULTS.md
+// "rewriter"). `message` must be a pg_query.proto message.
+std::span<const google::protobuf::FieldDescriptor* const> ChildFields(
+    const google::protobuf::Message& message);
 
 // Calls `visit` on each direct child message of `message` (every set
 // singular and every repeated message field, in field order) until it
