@@ -1455,6 +1455,15 @@ class PrivateAnalyser {
     return tree->stmts(0).stmt();
   }
 
+  // The dp_bounded CTE's body, parsed once: it depends on nothing, and
+  // parsing it on every rewrite cost a libpg_query round trip. Immutable.
+  static const pb::Node& BoundedQuery() {
+    static const pb::Node kQuery = ParseFixed(
+        "SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
+        "pg_catalog.random()) AS dp_rank FROM dp_per_unit");
+    return kQuery;
+  }
+
   // ---- the shape (docs/REWRITER.md §8.4, §8.5) --------------------------------
 
   struct FromRelation {
@@ -1920,9 +1929,7 @@ class PrivateAnalyser {
       // §8.3: keep at most k groups per unit, chosen at random. (§8.4: in
       // the other per-unit shape no unit has more than k groups, so this
       // filter would keep every row and is left out.)
-      add_cte("dp_bounded",
-              ParseFixed("SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
-                         "pg_catalog.random()) AS dp_rank FROM dp_per_unit"));
+      add_cte("dp_bounded", BoundedQuery());
       *select->mutable_where_clause() =
           MakeOp("<=", MakeColumnRef({"dp_rank"}), MakeInteger(MaxGroups()));
     }

@@ -112,10 +112,10 @@ Result<pb::ParseResult> Parse(const std::string& sql) {
   return tree;
 }
 
-Result<std::string> Deparse(const pb::Node& stmt, int32_t version) {
+Result<std::string> Deparse(pb::Node stmt, int32_t version) {
   pb::ParseResult tree;
   tree.set_version(version);
-  *tree.add_stmts()->mutable_stmt() = stmt;
+  *tree.add_stmts()->mutable_stmt() = std::move(stmt);
   std::string bytes;
   if (!tree.SerializeToString(&bytes)) {
     return MakeError("XX000", "internal error: could not encode the parse tree");

@@ -30,7 +30,9 @@ struct Refusal {
 Result<pb::ParseResult> Parse(const std::string& sql);
 
 // Deparses one statement; Error only if libpg_query cannot deparse our tree.
-Result<std::string> Deparse(const pb::Node& stmt, int32_t version);
+// Takes the tree by value: callers move it in, as copying a rewritten tree
+// cost more than its serialisation.
+Result<std::string> Deparse(pb::Node stmt, int32_t version);
 
 // "line L, column C" of a byte offset into `sql` (columns count characters).
 std::string Position(std::string_view sql, int location);
