@@ -558,10 +558,13 @@ class PrivateAnalyser {
   }
 
   // A copy where references to the private table's columns are unqualified,
-  // so `p.married` and `married` compare equal.
+  // so `p.married` and `married` compare equal, and without locations, so
+  // normalized trees compare with SameClearedTree (no copies per comparison).
+  // Used only to compare expressions, never deparsed.
   pb::Node Normalize(const pb::Node& node) {
     pb::Node copy = node;
     NormalizeInPlace(&copy);
+    ClearLocations(&copy);
     return copy;
   }
   void NormalizeInPlace(google::protobuf::Message* message) {
@@ -1000,7 +1003,7 @@ class PrivateAnalyser {
       key.normalized = Normalize(expression);
       bool duplicate = false;
       for (const auto& existing : group_keys_) {
-        if (SameTree(existing.normalized, key.normalized)) duplicate = true;
+        if (SameClearedTree(existing.normalized, key.normalized)) duplicate = true;
       }
       if (duplicate) continue;
       key.rewritten = expression;
@@ -1017,7 +1020,7 @@ class PrivateAnalyser {
 
   int FindGroupKey(const pb::Node& normalized) const {
     for (size_t i = 0; i < group_keys_.size(); ++i) {
-      if (SameTree(group_keys_[i].normalized, normalized)) return static_cast<int>(i);
+      if (SameClearedTree(group_keys_[i].normalized, normalized)) return static_cast<int>(i);
     }
     return -1;
   }
@@ -1227,7 +1230,7 @@ class PrivateAnalyser {
     }
     const pb::Node normalized = Normalize(node);
     for (size_t i = 0; i < targets_.size(); ++i) {
-      if (SameTree(targets_[i].normalized, normalized)) return static_cast<int>(i);
+      if (SameClearedTree(targets_[i].normalized, normalized)) return static_cast<int>(i);
     }
     // A group key that is not in the select list.
     const int key = FindGroupKey(normalized);

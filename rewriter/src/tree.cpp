@@ -391,9 +391,6 @@ std::string DerivedColumnName(const pb::Node& value) {
   }
 }
 
-namespace {
-
-// Clears every `location` field, recursively, so two trees compare by shape.
 void ClearLocations(google::protobuf::Message* message) {
   const auto* descriptor = message->GetDescriptor();
   const auto* reflection = message->GetReflection();
@@ -421,14 +418,16 @@ void ClearLocations(google::protobuf::Message* message) {
   }
 }
 
-}  // namespace
-
 bool SameTree(const pb::Node& a, const pb::Node& b) {
   pb::Node x = a;
   pb::Node y = b;
   ClearLocations(&x);
   ClearLocations(&y);
   return google::protobuf::util::MessageDifferencer::Equals(x, y);
+}
+
+bool SameClearedTree(const pb::Node& a, const pb::Node& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
 }  // namespace dpgate::rewriter::internal

@@ -83,6 +83,13 @@ std::string DerivedColumnName(const pb::Node& value);
 // Structural equality ignoring `location` fields.
 bool SameTree(const pb::Node& a, const pb::Node& b);
 
+// Clears every `location` field, recursively, so trees compare by shape.
+void ClearLocations(google::protobuf::Message* message);
+
+// Structural equality of two trees whose locations ClearLocations has
+// already cleared: SameTree without its two copies, for trees compared often.
+bool SameClearedTree(const pb::Node& a, const pb::Node& b);
+
 // Lower-cased last element of a FuncCall's name; `schema` gets the qualifier.
 std::string FunctionName(const pb::FuncCall& call, std::string* schema = nullptr);
 
