@@ -4,6 +4,7 @@
 // hit. Issue 4's targets: uncached ≤ 2× the round trip, a hit ≤ 0.2×.
 #include <benchmark/benchmark.h>
 #include <pg_query.h>
+#include <pg_query.pb.h>
 
 #include <array>
 #include <cstdlib>
@@ -76,6 +77,60 @@ void BM_RewrittenSqlRoundTrip(benchmark::State& state) {
   RoundTrip(state, rewritten.c_str());
 }
 
+// The floor of any rewriter that edits libpg_query's tree in C++ and deparses
+// through its public API: (a) parse the input once into the C++ protobuf
+// tree, and (b) serialise the final rewritten tree and deparse it once.
+// (b) uses the rewritten SQL's own parse tree, built outside the loop: the
+// same nodes as the rewriter's tree (locations aside).
+void BM_FloorParseInput(benchmark::State& state) {
+  const char* sql = kQueries[static_cast<size_t>(state.range(0))];
+  for (auto _ : state) {
+    PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(sql);
+    pg_query::ParseResult tree;
+    const bool ok =
+        tree.ParseFromArray(parsed.parse_tree.data, static_cast<int>(parsed.parse_tree.len));
+    pg_query_free_protobuf_parse_result(parsed);
+    if (!ok) {
+      state.SkipWithError("could not decode the parse tree");
+      break;
+    }
+    benchmark::DoNotOptimize(tree.stmts_size());
+  }
+}
+
+void BM_FloorDeparseRewritten(benchmark::State& state) {
+  const auto config = dpgate::rewriter::testing::MakeTestConfig();
+  auto result =
+      dpgate::rewriter::Classify(kQueries[static_cast<size_t>(state.range(0))], config, Session());
+  if (!result.ok()) {
+    state.SkipWithError("classify failed");
+    return;
+  }
+  const std::string rewritten = result->at(0).rewritten_sql;
+  PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(rewritten.c_str());
+  pg_query::ParseResult tree;
+  tree.ParseFromArray(parsed.parse_tree.data, static_cast<int>(parsed.parse_tree.len));
+  pg_query_free_protobuf_parse_result(parsed);
+  for (auto _ : state) {
+    std::string bytes;
+    tree.SerializeToString(&bytes);
+    PgQueryDeparseResult deparsed = pg_query_deparse_protobuf({bytes.size(), bytes.data()});
+    benchmark::DoNotOptimize(deparsed.query);
+    pg_query_free_deparse_result(deparsed);
+  }
+}
+
+// pg_query_fingerprint of the input: Classify reports it (docs/REWRITER.md
+// §1.2), and libpg_query computes it only from text, so it is a second parse.
+void BM_FingerprintInput(benchmark::State& state) {
+  const char* sql = kQueries[static_cast<size_t>(state.range(0))];
+  for (auto _ : state) {
+    PgQueryFingerprintResult fingerprint = pg_query_fingerprint(sql);
+    benchmark::DoNotOptimize(fingerprint.fingerprint);
+    pg_query_free_fingerprint_result(fingerprint);
+  }
+}
+
 void BM_RewriteUncached(benchmark::State& state) {
   const char* sql = kQueries[static_cast<size_t>(state.range(0))];
   const auto config = dpgate::rewriter::testing::MakeTestConfig();
@@ -129,6 +184,9 @@ void BM_RewriteCacheHit(benchmark::State& state) {
 
 BENCHMARK(BM_ParseDeparseRoundTrip)->DenseRange(0, kQueries.size() - 1);
 BENCHMARK(BM_RewrittenSqlRoundTrip)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_FloorParseInput)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_FloorDeparseRewritten)->DenseRange(0, kQueries.size() - 1);
+BENCHMARK(BM_FingerprintInput)->DenseRange(0, kQueries.size() - 1);
 BENCHMARK(BM_RewriteUncached)->DenseRange(0, kQueries.size() - 1);
 BENCHMARK(BM_RewriteUncachedPerRow)->DenseRange(0, kQueries.size() - 1);
 BENCHMARK(BM_RewriteCacheHit)->DenseRange(0, kQueries.size() - 1);

@@ -167,9 +167,7 @@ void FillParameters(Message* message, const pb::Node& first, const pb::Node& sec
       return;
     }
   }
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+  for (const auto* field : ChildFields(*message)) {
     if (field->is_repeated()) {
       for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
         FillParameters(reflection->MutableRepeatedMessage(message, field, j), first, second);
@@ -255,9 +253,7 @@ void Substitute(Message* message, const SessionPath& session) {
   }
   // Children first, so an argument's own calls are answered before it is
   // spliced into a replacement.
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+  for (const auto* field : ChildFields(*message)) {
     if (field->is_repeated()) {
       for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
         Substitute(reflection->MutableRepeatedMessage(message, field, j), session);
@@ -332,9 +328,8 @@ class SizeMasker {
         return;
       }
     }
-    for (int i = 0; i < descriptor->field_count() && !refusal_; ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(*message)) {
+      if (refusal_) break;
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
           Mask(reflection->MutableRepeatedMessage(message, field, j), level_has_class,
@@ -543,9 +538,7 @@ class StatisticsViewMasker {
       if (IsMaskedStatisticsRange(range)) unmaskable_.push_back(range.relname());
       return;
     }
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(*message)) {
       const bool from_item =
           (descriptor == pb::SelectStmt::descriptor() && field->name() == "from_clause") ||
           (descriptor == pb::JoinExpr::descriptor() &&

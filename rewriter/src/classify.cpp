@@ -341,11 +341,10 @@ class Scanner {
 
   void WalkFields(Message* message, const std::vector<std::string>& ctes,
                   const FieldDescriptor* skip) {
-    const auto* descriptor = message->GetDescriptor();
     const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count() && !refusal_; ++i) {
-      const auto* field = descriptor->field(i);
-      if (field == skip || field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : internal::ChildFields(*message)) {
+      if (refusal_) break;
+      if (field == skip) continue;
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field) && !refusal_; ++j) {
           Walk(reflection->MutableRepeatedMessage(message, field, j), ctes);
@@ -1076,7 +1075,7 @@ Result<StatementResult> ClassifyExplain(StatementResult result, const Context& c
     }
     result.statement_class = StatementClass::kDpgateCommand;
     result.command = DpgateCommandKind::kExplainDp;
-    auto text = internal::Deparse(inner.statement, context.version);
+    auto text = internal::Deparse(std::move(inner.statement), context.version);
     if (!text) return text.error();
     result.rewritten_sql = *text;
     result.plan = std::move(inner.plan);
@@ -1089,7 +1088,7 @@ Result<StatementResult> ClassifyExplain(StatementResult result, const Context& c
   }
   *explain->mutable_query() = std::move(inner.statement);
   result.statement_class = inner.statement_class;
-  auto text = internal::Deparse(node, context.version);
+  auto text = internal::Deparse(std::move(node), context.version);
   if (!text) return text.error();
   result.rewritten_sql = *text;
   return result;
@@ -1229,7 +1228,9 @@ Result<StatementResult> ClassifyCursorUse(StatementResult result, const Context&
   return result;
 }
 
-Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context& context) {
+// Takes the statement by value: it is analysed and rewritten in place, and
+// the caller has no further use for it (moved in, not copied).
+Result<StatementResult> ClassifyStatement(pb::RawStmt raw, const Context& context) {
   StatementResult result;
   const size_t start =
       std::min(static_cast<size_t>(std::max(raw.stmt_location(), 0)), context.sql.size());
@@ -1252,15 +1253,15 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
     }
     pg_query_free_fingerprint_result(fingerprint);
   }
-  const Node& node = raw.stmt();
+  Node& node = *raw.mutable_stmt();
   switch (node.node_case()) {
     case Node::kSelectStmt: {
-      SelectOutcome outcome = AnalyseSelect(node, context);
+      SelectOutcome outcome = AnalyseSelect(std::move(node), context);
       result.relations = outcome.relations;
       result.dataset = outcome.dataset;
       result.reads_size_catalog = outcome.reads_size_catalog;
       if (outcome.refusal) return Refused(std::move(result), context, *outcome.refusal);
-      auto text = internal::Deparse(outcome.statement, context.version);
+      auto text = internal::Deparse(std::move(outcome.statement), context.version);
       if (!text) return text.error();
       result.statement_class = outcome.statement_class;
       result.rewritten_sql = *text;
@@ -1268,9 +1269,9 @@ Result<StatementResult> ClassifyStatement(const pb::RawStmt& raw, const Context&
       return result;
     }
     case Node::kExplainStmt:
-      return ClassifyExplain(std::move(result), context, node);
+      return ClassifyExplain(std::move(result), context, std::move(node));
     case Node::kDeclareCursorStmt:
-      return ClassifyDeclareCursor(std::move(result), context, node);
+      return ClassifyDeclareCursor(std::move(result), context, std::move(node));
     case Node::kPrepareStmt: {
       // Checked now as the query it prepares; kept by the proxy, never sent.
       const auto& prepare = node.prepare_stmt();
@@ -1435,8 +1436,8 @@ Result<std::vector<StatementResult>> Classify(std::string_view sql, const config
     return results;
   }
   const Context context{sql, config, session, tree->version(), facts};
-  for (const auto& raw : tree->stmts()) {
-    auto classified = ClassifyStatement(raw, context);
+  for (auto& raw : *tree->mutable_stmts()) {
+    auto classified = ClassifyStatement(std::move(raw), context);
     if (!classified) return classified.error();
     if (classified->plan && session.epsilon && session.delta) {
       Status filled = FillBudgetSplit(&*classified->plan, *session.epsilon, *session.delta,

@@ -88,22 +88,8 @@ bool ReplaceCteReference(Message* message, const pb::CommonTableExpr& cte) {
       return true;
     }
   }
-  const auto* descriptor = message->GetDescriptor();
-  const auto* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
-        if (ReplaceCteReference(reflection->MutableRepeatedMessage(message, field, j), cte))
-          return true;
-      }
-    } else if (reflection->HasField(*message, field) &&
-               ReplaceCteReference(reflection->MutableMessage(message, field), cte)) {
-      return true;
-    }
-  }
-  return false;
+  return AnyMutableChild(message,
+                         [&cte](Message* child) { return ReplaceCteReference(child, cte); });
 }
 
 // A non-recursive WITH: each CTE named once becomes a subquery where it is
@@ -190,18 +176,10 @@ void QualifyColumns(Message* message, const std::string& relation) {
     }
     return;
   }
-  const auto* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
-        QualifyColumns(reflection->MutableRepeatedMessage(message, field, j), relation);
-      }
-    } else if (reflection->HasField(*message, field)) {
-      QualifyColumns(reflection->MutableMessage(message, field), relation);
-    }
-  }
+  AnyMutableChild(message, [&relation](Message* child) {
+    QualifyColumns(child, relation);
+    return false;
+  });
 }
 
 // One subquery in FROM, taken apart for the merge.
@@ -385,18 +363,10 @@ class ReferenceSubstitution {
         return;
       }
     }
-    const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count() && !refusal_; ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-      if (field->is_repeated()) {
-        for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
-          Walk(reflection->MutableRepeatedMessage(message, field, j), clause);
-        }
-      } else if (reflection->HasField(*message, field)) {
-        Walk(reflection->MutableMessage(message, field), clause);
-      }
-    }
+    AnyMutableChild(message, [this, clause](Message* child) {
+      Walk(child, clause);
+      return refusal_.has_value();
+    });
   }
 
   const DerivedRelation* FindAlias(const std::string& name) const {

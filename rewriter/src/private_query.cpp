@@ -558,10 +558,13 @@ class PrivateAnalyser {
   }
 
   // A copy where references to the private table's columns are unqualified,
-  // so `p.married` and `married` compare equal.
+  // so `p.married` and `married` compare equal, and without locations, so
+  // normalized trees compare with SameClearedTree (no copies per comparison).
+  // Used only to compare expressions, never deparsed.
   pb::Node Normalize(const pb::Node& node) {
     pb::Node copy = node;
     NormalizeInPlace(&copy);
+    ClearLocations(&copy);
     return copy;
   }
   void NormalizeInPlace(google::protobuf::Message* message) {
@@ -582,11 +585,8 @@ class PrivateAnalyser {
       }
       return;
     }
-    const auto* descriptor = message->GetDescriptor();
     const auto* reflection = message->GetReflection();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(*message)) {
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
           NormalizeInPlace(reflection->MutableRepeatedMessage(message, field, j));
@@ -614,11 +614,8 @@ class PrivateAnalyser {
     // The loop stays written out here: routed through AnyChild, GCC 12
     // inlines this function into its callers and reports a false
     // -Warray-bounds on the ColumnRef cast of a Node.
-    const auto* descriptor = message.GetDescriptor();
     const auto* reflection = message.GetReflection();
-    for (int i = 0; i < descriptor->field_count(); ++i) {
-      const auto* field = descriptor->field(i);
-      if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    for (const auto* field : ChildFields(message)) {
       if (field->is_repeated()) {
         for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
           if (MentionsPrivacyUnit(reflection->GetRepeatedMessage(message, field, j))) return true;
@@ -1006,7 +1003,7 @@ class PrivateAnalyser {
       key.normalized = Normalize(expression);
       bool duplicate = false;
       for (const auto& existing : group_keys_) {
-        if (SameTree(existing.normalized, key.normalized)) duplicate = true;
+        if (SameClearedTree(existing.normalized, key.normalized)) duplicate = true;
       }
       if (duplicate) continue;
       key.rewritten = expression;
@@ -1023,7 +1020,7 @@ class PrivateAnalyser {
 
   int FindGroupKey(const pb::Node& normalized) const {
     for (size_t i = 0; i < group_keys_.size(); ++i) {
-      if (SameTree(group_keys_[i].normalized, normalized)) return static_cast<int>(i);
+      if (SameClearedTree(group_keys_[i].normalized, normalized)) return static_cast<int>(i);
     }
     return -1;
   }
@@ -1233,7 +1230,7 @@ class PrivateAnalyser {
     }
     const pb::Node normalized = Normalize(node);
     for (size_t i = 0; i < targets_.size(); ++i) {
-      if (SameTree(targets_[i].normalized, normalized)) return static_cast<int>(i);
+      if (SameClearedTree(targets_[i].normalized, normalized)) return static_cast<int>(i);
     }
     // A group key that is not in the select list.
     const int key = FindGroupKey(normalized);
@@ -1459,6 +1456,15 @@ class PrivateAnalyser {
     // Fixed text with no user input (the dp_bounded CTE's body).
     auto tree = Parse(sql);
     return tree->stmts(0).stmt();
+  }
+
+  // The dp_bounded CTE's body, parsed once: it depends on nothing, and
+  // parsing it on every rewrite cost a libpg_query round trip. Immutable.
+  static const pb::Node& BoundedQuery() {
+    static const pb::Node kQuery = ParseFixed(
+        "SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
+        "pg_catalog.random()) AS dp_rank FROM dp_per_unit");
+    return kQuery;
   }
 
   // ---- the shape (docs/REWRITER.md §8.4, §8.5) --------------------------------
@@ -1926,9 +1932,7 @@ class PrivateAnalyser {
       // §8.3: keep at most k groups per unit, chosen at random. (§8.4: in
       // the other per-unit shape no unit has more than k groups, so this
       // filter would keep every row and is left out.)
-      add_cte("dp_bounded",
-              ParseFixed("SELECT *, pg_catalog.row_number() OVER (PARTITION BY dp_unit ORDER BY "
-                         "pg_catalog.random()) AS dp_rank FROM dp_per_unit"));
+      add_cte("dp_bounded", BoundedQuery());
       *select->mutable_where_clause() =
           MakeOp("<=", MakeColumnRef({"dp_rank"}), MakeInteger(MaxGroups()));
     }

@@ -7,7 +7,6 @@ namespace dpgate::rewriter {
 
 namespace {
 
-using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
 // Replaces every ParamRef below `message` with its argument; false when a
@@ -22,24 +21,9 @@ bool SubstituteParameters(Message* message, const std::vector<internal::pb::Node
       return true;
     }
   }
-  const auto* descriptor = message->GetDescriptor();
-  const auto* reflection = message->GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
-    if (field->is_repeated()) {
-      for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
-        if (!SubstituteParameters(reflection->MutableRepeatedMessage(message, field, j),
-                                  arguments)) {
-          return false;
-        }
-      }
-    } else if (reflection->HasField(*message, field) &&
-               !SubstituteParameters(reflection->MutableMessage(message, field), arguments)) {
-      return false;
-    }
-  }
-  return true;
+  // AnyMutableChild stops at the first child that reports a missing argument.
+  return !internal::AnyMutableChild(
+      message, [&arguments](Message* child) { return !SubstituteParameters(child, arguments); });
 }
 
 }  // namespace

@@ -7,23 +7,95 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
 namespace dpgate::rewriter::internal {
 
+namespace {
+
+using google::protobuf::FieldDescriptor;
+
+// Message-typed fields of every message of pg_query.proto (all top level,
+// so indexed by Descriptor::index()), and pb::Node's members by field number.
+struct ChildFieldTable {
+  const google::protobuf::FileDescriptor* file = nullptr;
+  const google::protobuf::Descriptor* node = nullptr;
+  std::vector<std::vector<const FieldDescriptor*>> by_message;
+  std::vector<const FieldDescriptor*> node_members;
+};
+
+const ChildFieldTable& ChildFieldsOf() {
+  // Built once from the immutable descriptors and never changed after.
+  static const ChildFieldTable kTable = [] {
+    ChildFieldTable table;
+    table.node = pb::Node::descriptor();
+    table.file = table.node->file();
+    for (int m = 0; m < table.file->message_type_count(); ++m) {
+      const auto* descriptor = table.file->message_type(m);
+      std::vector<const FieldDescriptor*> fields;
+      for (int i = 0; i < descriptor->field_count(); ++i) {
+        const auto* field = descriptor->field(i);
+        if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) fields.push_back(field);
+      }
+      table.by_message.push_back(std::move(fields));
+    }
+    for (int i = 0; i < table.node->field_count(); ++i) {
+      const auto* field = table.node->field(i);
+      if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+      const auto number = static_cast<size_t>(field->number());
+      if (table.node_members.size() <= number) table.node_members.resize(number + 1, nullptr);
+      table.node_members[number] = field;
+    }
+    return table;
+  }();
+  return kTable;
+}
+
+}  // namespace
+
+std::span<const FieldDescriptor* const> ChildFields(const google::protobuf::Message& message) {
+  const auto& table = ChildFieldsOf();
+  const auto* descriptor = message.GetDescriptor();
+  if (descriptor == table.node) {
+    const auto number = static_cast<size_t>(static_cast<const pb::Node&>(message).node_case());
+    if (number >= table.node_members.size() || table.node_members[number] == nullptr) return {};
+    return {&table.node_members[number], 1};
+  }
+  // Every walk starts at a parse-tree node and only descends into its
+  // fields, so nothing else can get here; skipping another message's
+  // children could hide a relation from the checks, so fail loudly.
+  if (descriptor->file() != table.file || descriptor->containing_type() != nullptr) std::abort();
+  const auto& fields = table.by_message[static_cast<size_t>(descriptor->index())];
+  return {fields.data(), fields.size()};
+}
+
 bool AnyChild(const google::protobuf::Message& message,
               const std::function<bool(const google::protobuf::Message&)>& visit) {
-  const auto* descriptor = message.GetDescriptor();
   const auto* reflection = message.GetReflection();
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const auto* field = descriptor->field(i);
-    if (field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+  for (const auto* field : ChildFields(message)) {
     if (field->is_repeated()) {
       for (int j = 0; j < reflection->FieldSize(message, field); ++j) {
         if (visit(reflection->GetRepeatedMessage(message, field, j))) return true;
       }
     } else if (reflection->HasField(message, field) &&
                visit(reflection->GetMessage(message, field))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool AnyMutableChild(google::protobuf::Message* message,
+                     const std::function<bool(google::protobuf::Message*)>& visit) {
+  const auto* reflection = message->GetReflection();
+  for (const auto* field : ChildFields(*message)) {
+    if (field->is_repeated()) {
+      for (int j = 0; j < reflection->FieldSize(*message, field); ++j) {
+        if (visit(reflection->MutableRepeatedMessage(message, field, j))) return true;
+      }
+    } else if (reflection->HasField(*message, field) &&
+               visit(reflection->MutableMessage(message, field))) {
       return true;
     }
   }
@@ -56,10 +128,10 @@ Result<pb::ParseResult> Parse(const std::string& sql) {
   return tree;
 }
 
-Result<std::string> Deparse(const pb::Node& stmt, int32_t version) {
+Result<std::string> Deparse(pb::Node stmt, int32_t version) {
   pb::ParseResult tree;
   tree.set_version(version);
-  *tree.add_stmts()->mutable_stmt() = stmt;
+  *tree.add_stmts()->mutable_stmt() = std::move(stmt);
   std::string bytes;
   if (!tree.SerializeToString(&bytes)) {
     return MakeError("XX000", "internal error: could not encode the parse tree");
@@ -335,12 +407,15 @@ std::string DerivedColumnName(const pb::Node& value) {
   }
 }
 
-namespace {
-
-// Clears every `location` field, recursively, so two trees compare by shape.
 void ClearLocations(google::protobuf::Message* message) {
   const auto* descriptor = message->GetDescriptor();
   const auto* reflection = message->GetReflection();
+  if (descriptor == pb::Node::descriptor()) {
+    // A Node has no location of its own: only its one set member matters.
+    for (const auto* field : ChildFields(*message))
+      ClearLocations(reflection->MutableMessage(message, field));
+    return;
+  }
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const auto* field = descriptor->field(i);
     if (field->name() == "location" &&
@@ -359,14 +434,16 @@ void ClearLocations(google::protobuf::Message* message) {
   }
 }
 
-}  // namespace
-
 bool SameTree(const pb::Node& a, const pb::Node& b) {
   pb::Node x = a;
   pb::Node y = b;
   ClearLocations(&x);
   ClearLocations(&y);
   return google::protobuf::util::MessageDifferencer::Equals(x, y);
+}
+
+bool SameClearedTree(const pb::Node& a, const pb::Node& b) {
+  return google::protobuf::util::MessageDifferencer::Equals(a, b);
 }
 
 }  // namespace dpgate::rewriter::internal

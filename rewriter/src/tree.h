@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,10 +30,20 @@ struct Refusal {
 Result<pb::ParseResult> Parse(const std::string& sql);
 
 // Deparses one statement; Error only if libpg_query cannot deparse our tree.
-Result<std::string> Deparse(const pb::Node& stmt, int32_t version);
+// Takes the tree by value: callers move it in, as copying a rewritten tree
+// cost more than its serialisation.
+Result<std::string> Deparse(pb::Node stmt, int32_t version);
 
 // "line L, column C" of a byte offset into `sql` (columns count characters).
 std::string Position(std::string_view sql, int location);
+
+// The message-typed fields a walk over `message`'s children must look at, in
+// field order. For a pb::Node (a oneof of ~240 message fields, at most one
+// set) only the set member: asking HasField of every member made the
+// reflective walks the largest cost of a rewrite (bench/RESULTS.md
+// "rewriter"). `message` must be a pg_query.proto message.
+std::span<const google::protobuf::FieldDescriptor* const> ChildFields(
+    const google::protobuf::Message& message);
 
 // Calls `visit` on each direct child message of `message` (every set
 // singular and every repeated message field, in field order) until it
@@ -40,6 +51,9 @@ std::string Position(std::string_view sql, int location);
 // that the read-only analyses share.
 bool AnyChild(const google::protobuf::Message& message,
               const std::function<bool(const google::protobuf::Message&)>& visit);
+// The same walk for the rewrites that change a tree in place.
+bool AnyMutableChild(google::protobuf::Message* message,
+                     const std::function<bool(google::protobuf::Message*)>& visit);
 
 // ASCII lower case, as PostgreSQL folds unquoted identifiers.
 std::string Lower(std::string text);
@@ -71,6 +85,13 @@ std::string DerivedColumnName(const pb::Node& value);
 
 // Structural equality ignoring `location` fields.
 bool SameTree(const pb::Node& a, const pb::Node& b);
+
+// Clears every `location` field, recursively, so trees compare by shape.
+void ClearLocations(google::protobuf::Message* message);
+
+// Structural equality of two trees whose locations ClearLocations has
+// already cleared: SameTree without its two copies, for trees compared often.
+bool SameClearedTree(const pb::Node& a, const pb::Node& b);
 
 // Lower-cased last element of a FuncCall's name; `schema` gets the qualifier.
 std::string FunctionName(const pb::FuncCall& call, std::string* schema = nullptr);
