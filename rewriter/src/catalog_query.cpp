@@ -109,19 +109,6 @@ bool JoinsOnSizeColumn(const Message& message) {
   return AnyChild(message, [](const Message& child) { return JoinsOnSizeColumn(child); });
 }
 
-pb::Node MakeCast(pb::Node value, const std::vector<std::string>& type, bool array) {
-  pb::Node node;
-  auto* cast = node.mutable_type_cast();
-  *cast->mutable_arg() = std::move(value);
-  auto* type_name = cast->mutable_type_name();
-  for (const auto& part : type) type_name->add_names()->mutable_string()->set_sval(part);
-  type_name->set_typemod(-1);
-  if (array) type_name->add_array_bounds()->mutable_integer()->set_ival(-1);
-  type_name->set_location(-1);
-  cast->set_location(-1);
-  return node;
-}
-
 // ARRAY['a', 'b']::pg_catalog.name[]
 pb::Node MakeNameArray(const std::vector<std::string>& names) {
   pb::Node array;
@@ -593,13 +580,7 @@ std::string QuoteIdent(const std::string& name) {
       plain = false;
     }
   }
-  if (plain) return name;
-  std::string quoted = "\"";
-  for (const char ch : name) {
-    if (ch == '"') quoted += '"';
-    quoted += ch;
-  }
-  return quoted + "\"";
+  return plain ? name : DelimitedIdentifier(name);
 }
 
 }  // namespace

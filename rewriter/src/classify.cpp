@@ -1150,17 +1150,6 @@ Result<StatementResult> ClassifyDeclareCursor(StatementResult result, const Cont
   return result;
 }
 
-// A double-quoted identifier: always quoted, embedded quotes doubled
-// (PostgreSQL's lexical rule for delimited identifiers, SQL syntax §4.1.1).
-std::string DelimitedIdentifier(const std::string& name) {
-  std::string out = "\"";
-  for (const char ch : name) {
-    out += ch;
-    if (ch == '"') out += '"';
-  }
-  return out + "\"";
-}
-
 // The text forwarded for FETCH/MOVE/CLOSE of an upstream cursor. Not
 // libpg_query's deparse: it writes FetchStmt's cursor name unquoted, so
 // `FETCH 1 IN "x; SELECT * FROM t"` would come out as two statements. Built
@@ -1170,7 +1159,7 @@ Result<std::string> CursorUseText(const Node& node) {
   std::string text;
   if (node.has_close_portal_stmt()) {
     const std::string& name = node.close_portal_stmt().portalname();
-    text = name.empty() ? "CLOSE ALL" : "CLOSE " + DelimitedIdentifier(name);
+    text = name.empty() ? "CLOSE ALL" : "CLOSE " + internal::DelimitedIdentifier(name);
   } else {
     const auto& fetch = node.fetch_stmt();
     text = fetch.ismove() ? "MOVE " : "FETCH ";
@@ -1191,7 +1180,7 @@ Result<std::string> CursorUseText(const Node& node) {
       default:
         return MakeError("0A000", "this FETCH direction is not supported");
     }
-    text += " FROM " + DelimitedIdentifier(fetch.portalname());
+    text += " FROM " + internal::DelimitedIdentifier(fetch.portalname());
   }
   auto reparsed = internal::Parse(text);
   if (!reparsed || reparsed->stmts_size() != 1 ||

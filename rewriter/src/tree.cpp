@@ -102,6 +102,15 @@ bool AnyMutableChild(google::protobuf::Message* message,
   return false;
 }
 
+std::string DelimitedIdentifier(const std::string& name) {
+  std::string out = "\"";
+  for (const char ch : name) {
+    if (ch == '"') out += '"';
+    out += ch;
+  }
+  return out + "\"";
+}
+
 std::string Lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
@@ -323,19 +332,23 @@ pb::Node MakeResTarget(const std::string& name, pb::Node value) {
   return node;
 }
 
-pb::Node MakeTextKey(pb::Node x) {
-  pb::Node cast;
-  auto* type_cast = cast.mutable_type_cast();
-  *type_cast->mutable_arg() = std::move(x);
-  auto* type_name = type_cast->mutable_type_name();
-  type_name->add_names()->mutable_string()->set_sval("pg_catalog");
-  type_name->add_names()->mutable_string()->set_sval("text");
+pb::Node MakeCast(pb::Node value, const std::vector<std::string>& type, bool array) {
+  pb::Node node;
+  auto* cast = node.mutable_type_cast();
+  *cast->mutable_arg() = std::move(value);
+  auto* type_name = cast->mutable_type_name();
+  for (const auto& part : type) type_name->add_names()->mutable_string()->set_sval(part);
   type_name->set_typemod(-1);
+  if (array) type_name->add_array_bounds()->mutable_integer()->set_ival(-1);
   type_name->set_location(-1);
-  type_cast->set_location(-1);
+  cast->set_location(-1);
+  return node;
+}
+
+pb::Node MakeTextKey(pb::Node x) {
   pb::Node node;
   auto* collate = node.mutable_collate_clause();
-  *collate->mutable_arg() = std::move(cast);
+  *collate->mutable_arg() = MakeCast(std::move(x), {"pg_catalog", "text"});
   collate->add_collname()->mutable_string()->set_sval("pg_catalog");
   collate->add_collname()->mutable_string()->set_sval("C");
   collate->set_location(-1);

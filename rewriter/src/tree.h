@@ -55,6 +55,10 @@ bool AnyChild(const google::protobuf::Message& message,
 bool AnyMutableChild(google::protobuf::Message* message,
                      const std::function<bool(google::protobuf::Message*)>& visit);
 
+// `name` as a delimited identifier: always double-quoted, embedded quotes
+// doubled (PostgreSQL's lexical rule, SQL syntax §4.1.1).
+std::string DelimitedIdentifier(const std::string& name);
+
 // ASCII lower case, as PostgreSQL folds unquoted identifiers.
 std::string Lower(std::string text);
 
@@ -76,6 +80,9 @@ pb::Node MakeResTarget(const std::string& name, pb::Node value);
 pb::Node MakeInList(pb::Node left, const std::vector<std::string>& values);
 // least(greatest(x, lo), hi)
 pb::Node MakeClamp(pb::Node x, double lo, double hi);
+// (value)::type, type a qualified name ({"pg_catalog", "int8"}); `array`
+// makes it type[].
+pb::Node MakeCast(pb::Node value, const std::vector<std::string>& type, bool array = false);
 // (x)::pg_catalog.text COLLATE pg_catalog."C": a value's text form compared
 // byte for byte, whatever the type's own equality or the column's collation.
 pb::Node MakeTextKey(pb::Node x);
