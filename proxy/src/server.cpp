@@ -16,7 +16,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -202,6 +201,9 @@ struct StatementReply {
   std::string tag;
   std::vector<wire::Diagnostic> notices_before;  // upstream notices
   std::vector<wire::Diagnostic> notices_after;   // the privacy receipt
+  // The answer (rows, tag, notices) is already in the session's output, as
+  // the upstream sent it (UpstreamConnection::Relay).
+  bool relayed = false;
 };
 
 // The columns a statement will return (has_rows false: NoData).
@@ -351,7 +353,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   awaitable<void> Run();
   asio::any_io_executor executor() { return socket_.get_executor(); }
-  // Runs on the session's strand; the blocking cancel runs on the pool.
+  // Runs on the session's event loop; the blocking cancel runs on the pool.
   void CancelUpstream() {
     if (!upstream_) return;
     PGcancel* cancel = upstream_->MakeCancel();
@@ -391,12 +393,18 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<std::optional<StatementReply>> RunLocalSessionStatement(
       const rewriter::StatementResult& st);
   void MaybeReleaseUpstream();
+  // kRelay: the caller is the simple query flow, which sends a forwarded
+  // statement's answer as it comes; the extended flow converts formats and
+  // honours row limits, so it collects.
+  enum class Route { kCollect, kRelay };
   awaitable<std::optional<StatementReply>> RunStatement(const rewriter::StatementResult& st,
                                                         const BoundParameters* parameters,
-                                                        int result_format);
+                                                        int result_format,
+                                                        Route route = Route::kCollect);
   awaitable<std::optional<StatementReply>> Forward(const std::string& sql,
                                                    const BoundParameters* parameters,
                                                    int result_format);
+  awaitable<std::optional<StatementReply>> Relay(const std::string& sql);
   awaitable<std::optional<StatementReply>> RunPrivateAggregate(const rewriter::StatementResult& st,
                                                                const BoundParameters* parameters);
   awaitable<std::optional<StatementReply>> RunDpgateCommand(const rewriter::StatementResult& st);
@@ -946,8 +954,9 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     co_return;
   }
   for (const auto& st : *classified) {
-    auto reply = co_await RunStatement(st, nullptr, 0);
+    auto reply = co_await RunStatement(st, nullptr, 0, Route::kRelay);
     if (!reply.has_value()) break;
+    if (reply->relayed) continue;
     for (const auto& n : reply->notices_before) out_.NoticeResponse(n);
     if (reply->has_rows) {
       out_.RowDescription(reply->fields);
@@ -1003,9 +1012,30 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
   co_return reply;
 }
 
+// A public or catalog statement's answer, relayed as the upstream's bytes
+// into the output (docs/PROXY.md §2): no libpq parse and re-encoding of every
+// row. Errors are reported exactly as Forward reports them.
+awaitable<std::optional<StatementReply>> Session::Relay(const std::string& sql) {
+  auto relayed = co_await upstream_->Relay(sql, out_);
+  const auto notices = upstream_->TakeNotices();
+  if (!relayed.ok() || relayed->error.has_value()) {
+    for (const auto& n : notices) out_.NoticeResponse(n);
+    if (relayed.ok()) {
+      SendError(*relayed->error);
+    } else {
+      SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+    }
+    co_return std::nullopt;
+  }
+  StatementReply reply;
+  reply.relayed = true;
+  reply.tag = std::move(relayed->command_tag);
+  co_return reply;
+}
+
 awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::StatementResult& st,
                                                                const BoundParameters* parameters,
-                                                               int result_format) {
+                                                               int result_format, Route route) {
   const auto started = std::chrono::steady_clock::now();
   if (st.cursor.has_value() && st.statement_class != rewriter::StatementClass::kRefused) {
     co_return co_await RunCursorStatement(st, parameters);
@@ -1043,7 +1073,15 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
         co_return reply;
       }
       const std::string& sql = st.rewritten_sql.empty() ? st.original_sql : st.rewritten_sql;
-      auto reply = co_await Forward(sql, parameters, result_format);
+      // Session statements (SET, BEGIN, ...) stay on libpq, which must see
+      // the settings and transaction state they change.
+      std::optional<StatementReply> reply;
+      if (route == Route::kRelay && parameters == nullptr &&
+          st.statement_class != rewriter::StatementClass::kSession && upstream_->CanRelay()) {
+        reply = co_await Relay(sql);
+      } else {
+        reply = co_await Forward(sql, parameters, result_format);
+      }
       if (reply.has_value() && st.statement_class == rewriter::StatementClass::kSession &&
           state_.config.upstream.pool_mode == config::PoolMode::kTransaction &&
           (reply->tag == "SET" || reply->tag == "RESET") && sql.rfind("SET LOCAL", 0) != 0) {
@@ -1928,15 +1966,16 @@ Session::Step Session::HandleClose(std::string_view body) {
 awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
   while (true) {
     boost::system::error_code ec;
-    // Each session lives on its own strand of one I/O thread's event loop,
-    // taken round robin: its socket, timers, upstream descriptor and ledger
-    // completions are never run concurrently, and its wake-ups never hop
-    // threads (see RunServer).
-    asio::io_context& context =
-        *state.io_contexts[state.next_context.fetch_add(1) % state.io_contexts.size()];
-    const asio::any_io_executor strand = asio::make_strand(context);
+    // Each session lives on one I/O thread's event loop, taken round robin.
+    // That loop is run by exactly one thread (RunServer), so the session's
+    // socket, timers, upstream socket and ledger completions never run
+    // concurrently without a strand, whose lock and queue would cost every
+    // completion of every statement; its wake-ups never hop threads.
+    const asio::any_io_executor executor =
+        state.io_contexts[state.next_context.fetch_add(1) % state.io_contexts.size()]
+            ->get_executor();
     tcp::socket socket =
-        co_await acceptor.async_accept(strand, asio::redirect_error(use_awaitable, ec));
+        co_await acceptor.async_accept(executor, asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (!acceptor.is_open()) co_return;
       continue;
@@ -1944,7 +1983,7 @@ awaitable<void> AcceptLoop(ServerState& state, tcp::acceptor& acceptor) {
     socket.set_option(tcp::no_delay(true), ec);
     auto session = std::make_shared<Session>(state, std::move(socket));
     asio::co_spawn(
-        strand, [session]() -> awaitable<void> { co_await session->Run(); }, asio::detached);
+        executor, [session]() -> awaitable<void> { co_await session->Run(); }, asio::detached);
   }
 }
 

@@ -1,12 +1,16 @@
 #include "upstream.h"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace dpgate::proxy {
@@ -15,6 +19,11 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
+// Relay's read buffer: most answers of relayed statements fit in one read.
+constexpr size_t kRelayBuffer = 16384;
+// The largest message Relay takes from the upstream: PostgreSQL caps a
+// field at 1 GB, and a DataRow carries its length words besides.
+constexpr size_t kMaxRelayedMessage = (size_t{1} << 30) + (size_t{1} << 20);
 
 std::string Field(const PGresult* r, int code) {
   const char* v = PQresultErrorField(r, code);
@@ -70,9 +79,21 @@ Status UpstreamConnection::AdoptSocket(bool force) {
   if (fd < 0) return MakeError("08006", "upstream connection has no socket");
   if (!force && socket_ && fd == socket_fd_) return Status::Ok();
   socket_.reset();
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    return MakeError("08006", "upstream: cannot read the socket's address family");
+  }
   const int own = ::dup(fd);
   if (own < 0) return MakeError("08006", "upstream: cannot duplicate the socket");
-  socket_ = std::make_unique<asio::posix::stream_descriptor>(executor_, own);
+  auto socket = std::make_unique<asio::generic::stream_protocol::socket>(executor_);
+  boost::system::error_code ec;
+  socket->assign(asio::generic::stream_protocol(address.ss_family, 0), own, ec);
+  if (ec) {
+    ::close(own);
+    return MakeError("08006", "upstream: cannot watch the socket: " + ec.message());
+  }
+  socket_ = std::move(socket);
   socket_fd_ = fd;
   return Status::Ok();
 }
@@ -80,9 +101,9 @@ Status UpstreamConnection::AdoptSocket(bool force) {
 asio::awaitable<Status> UpstreamConnection::Wait(bool for_write, bool readopt) {
   if (auto st = AdoptSocket(readopt); !st.ok()) co_return st;
   boost::system::error_code ec;
-  co_await socket_->async_wait(for_write ? asio::posix::stream_descriptor::wait_write
-                                         : asio::posix::stream_descriptor::wait_read,
-                               asio::redirect_error(asio::use_awaitable, ec));
+  co_await socket_->async_wait(
+      for_write ? asio::socket_base::wait_write : asio::socket_base::wait_read,
+      asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return MakeError("08006", "upstream wait failed: " + ec.message());
   co_return Status::Ok();
 }
@@ -222,6 +243,169 @@ asio::awaitable<Result<StatementDescription>> UpstreamConnection::Describe(
 }
 #pragma GCC diagnostic pop
 
+bool UpstreamConnection::CanRelay() {
+  if (relay_broken_ || PQstatus(conn_) != CONNECTION_OK) return false;
+  // libpq encrypts a TLS or GSS session's bytes itself: only it can talk there.
+  if (PQsslInUse(conn_) != 0 || PQgssEncInUse(conn_) != 0) return false;
+  // PQisBusy also parses whatever libpq has buffered (a notice that came
+  // after the last ReadyForQuery), so that Relay's first byte read is the
+  // first byte of its own answer.
+  return PQisBusy(conn_) == 0 && Xact() != PQTRANS_ACTIVE;
+}
+
+asio::awaitable<Status> UpstreamConnection::SendRaw(std::string_view bytes) {
+  boost::system::error_code ec;
+  if (!socket_->non_blocking()) socket_->non_blocking(true, ec);
+  // Usually all of it fits in the socket's buffer at once.
+  size_t sent = ec ? 0 : socket_->send(asio::buffer(bytes.data(), bytes.size()), 0, ec);
+  if (ec == asio::error::would_block) {
+    ec = {};
+    sent = 0;
+  }
+  if (!ec && sent < bytes.size()) {
+    co_await asio::async_write(*socket_, asio::buffer(bytes.data() + sent, bytes.size() - sent),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (ec) co_return MakeError("08006", "upstream send failed: " + ec.message());
+  co_return Status::Ok();
+}
+
+// GCC 12's false -Wmismatched-new-delete on Asio coroutine frames (see
+// Describe below) fires here too.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+// The framing is the protocol's (§55.7): a type byte, then a length word that
+// counts itself and the body. Every length is checked before it is used,
+// and anything out of place ends the connection rather than being guessed
+// at: the client gets an error, never bytes from the middle of a message.
+asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::string& sql,
+                                                                    wire::BackendWriter& out) {
+  if (Status st = AdoptSocket(false); !st.ok()) co_return st.error();
+  if (sql.size() > kMaxRelayedMessage || sql.find('\0') != std::string::npos) {
+    co_return MakeError("54000", "statement too long to send upstream");
+  }
+  std::string query;
+  query.reserve(sql.size() + 6);
+  query += 'Q';
+  const uint32_t length = static_cast<uint32_t>(sql.size() + 5);
+  for (int shift = 24; shift >= 0; shift -= 8) query += static_cast<char>((length >> shift) & 0xff);
+  query += sql;
+  query += '\0';
+  const size_t mark = out.size();
+  relayed_xact_ = PQTRANS_ACTIVE;  // until this statement's ReadyForQuery
+  const auto lost = [this, &out, mark](const std::string& why) {
+    relay_broken_ = true;
+    out.Truncate(mark);
+    return MakeError("08006", why);
+  };
+  if (Status st = co_await SendRaw(query); !st.ok()) co_return lost(st.message());
+
+  RelayedStatement result;
+  std::vector<wire::Diagnostic> notices;
+  if (relay_in_.size() < kRelayBuffer) relay_in_.resize(kRelayBuffer);
+  size_t begin = 0;
+  size_t filled = 0;
+  while (true) {
+    while (filled - begin >= 5) {
+      const auto* head = reinterpret_cast<const unsigned char*>(relay_in_.data() + begin);
+      const char type = static_cast<char>(head[0]);
+      const size_t declared = (size_t{head[1]} << 24) | (size_t{head[2]} << 16) |
+                              (size_t{head[3]} << 8) | size_t{head[4]};
+      if (declared < 4 || declared > kMaxRelayedMessage) {
+        co_return lost("the upstream sent a message with an invalid length");
+      }
+      const size_t whole = 1 + declared;
+      if (filled - begin < whole) break;
+      const std::string_view message(relay_in_.data() + begin, whole);
+      const std::string_view body = message.substr(5);
+      begin += whole;
+      switch (type) {
+        case 'T':  // RowDescription
+        case 'D':  // DataRow
+        case 'I':  // EmptyQueryResponse
+          if (!result.error.has_value()) out.Relayed(message);
+          break;
+        case 'C': {  // CommandComplete
+          const size_t nul = body.find('\0');
+          if (nul == std::string_view::npos) co_return lost("the upstream sent a malformed tag");
+          if (!result.error.has_value()) {
+            out.Relayed(message);
+            result.command_tag.assign(body.data(), nul);
+          }
+          break;
+        }
+        case 'N':    // NoticeResponse
+        case 'E': {  // ErrorResponse
+          auto diagnostic = wire::ParseDiagnostic(body);
+          if (!diagnostic.ok()) co_return lost("the upstream sent a malformed error or notice");
+          if (type == 'E') {
+            if (!result.error.has_value()) result.error = std::move(*diagnostic);
+          } else {
+            if (!result.error.has_value()) out.NoticeResponse(*diagnostic);
+            notices.push_back(std::move(*diagnostic));
+          }
+          break;
+        }
+        case 'S':  // ParameterStatus: not relayed (as on the libpq path)
+        case 'A':  // NotificationResponse: LISTEN is refused
+          break;
+        case 'Z': {  // ReadyForQuery: this statement's answer is complete
+          if (body.size() != 1) co_return lost("the upstream sent a malformed ReadyForQuery");
+          switch (body[0]) {
+            case 'I':
+              relayed_xact_ = PQTRANS_IDLE;
+              break;
+            case 'T':
+              relayed_xact_ = PQTRANS_INTRANS;
+              break;
+            case 'E':
+              relayed_xact_ = PQTRANS_INERROR;
+              break;
+            default:
+              co_return lost("the upstream sent an unknown transaction status");
+          }
+          // Anything after it arrived unasked: this connection is not
+          // reused (an idle session has nothing to say; see IdleAndHealthy).
+          if (begin != filled) relay_broken_ = true;
+          if (relay_in_.size() > 4 * kRelayBuffer) std::vector<char>(kRelayBuffer).swap(relay_in_);
+          if (result.error.has_value()) {
+            out.Truncate(mark);  // as on the libpq path: the error alone
+            notices_.insert(notices_.end(), notices.begin(), notices.end());
+          }
+          co_return result;
+        }
+        case 'G':
+        case 'H':
+        case 'W':
+          co_return lost("upstream entered COPY mode, which dpgate does not relay");
+        default:
+          co_return lost(std::string("the upstream sent an unexpected message type '") + type +
+                         "'");
+      }
+    }
+    // Keep the unread part at the front, with room for a whole message.
+    if (begin > 0) {
+      std::memmove(relay_in_.data(), relay_in_.data() + begin, filled - begin);
+      filled -= begin;
+      begin = 0;
+    }
+    if (filled >= 5) {
+      const auto* head = reinterpret_cast<const unsigned char*>(relay_in_.data());
+      const size_t whole = 1 + ((size_t{head[1]} << 24) | (size_t{head[2]} << 16) |
+                                (size_t{head[3]} << 8) | size_t{head[4]});
+      if (whole > relay_in_.size()) relay_in_.resize(whole);
+    }
+    if (filled == relay_in_.size()) relay_in_.resize(relay_in_.size() * 2);
+    boost::system::error_code ec;
+    const size_t n = co_await socket_->async_read_some(
+        asio::buffer(relay_in_.data() + filled, relay_in_.size() - filled),
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return lost("upstream connection lost: " + ec.message());
+    filled += n;
+  }
+}
+#pragma GCC diagnostic pop
+
 namespace {
 
 std::vector<wire::FieldDescription> FieldsOf(const PGresult* r) {
@@ -245,6 +429,7 @@ std::vector<wire::FieldDescription> FieldsOf(const PGresult* r) {
 
 asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
     StatementDescription* description) {
+  relayed_xact_.reset();  // libpq reads this statement's ReadyForQuery itself
   if (Status st = co_await FlushOutput(); !st.ok()) co_return st.error();
   StatementOutcome out;
   while (true) {
@@ -302,8 +487,12 @@ asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
   co_return out;
 }
 
+PGTransactionStatusType UpstreamConnection::Xact() const {
+  return relayed_xact_.has_value() ? *relayed_xact_ : PQtransactionStatus(conn_);
+}
+
 char UpstreamConnection::TransactionStatus() const {
-  switch (PQtransactionStatus(conn_)) {
+  switch (Xact()) {
     case PQTRANS_INTRANS:
       return 'T';
     case PQTRANS_INERROR:
@@ -314,7 +503,7 @@ char UpstreamConnection::TransactionStatus() const {
 }
 
 bool UpstreamConnection::broken() const {
-  return PQstatus(conn_) == CONNECTION_BAD;
+  return relay_broken_ || PQstatus(conn_) == CONNECTION_BAD;
 }
 
 std::string UpstreamConnection::ParameterStatus(const char* name) const {
@@ -336,7 +525,7 @@ std::vector<wire::Diagnostic> UpstreamConnection::TakeNotices() {
 
 asio::awaitable<Status> UpstreamConnection::Reset() {
   if (broken()) co_return MakeError("08006", "upstream connection lost");
-  const PGTransactionStatusType before = PQtransactionStatus(conn_);
+  const PGTransactionStatusType before = Xact();
   // A statement still running (its holder went away mid-query) would have to
   // be drained or cancelled first; closing the connection is simpler and rare.
   if (before == PQTRANS_ACTIVE || before == PQTRANS_UNKNOWN) {
@@ -363,7 +552,7 @@ asio::awaitable<Status> UpstreamConnection::Reset() {
 }
 
 bool UpstreamConnection::IdleAndHealthy() const {
-  if (PQstatus(conn_) != CONNECTION_OK || PQtransactionStatus(conn_) != PQTRANS_IDLE) return false;
+  if (broken() || PQstatus(conn_) != CONNECTION_OK || Xact() != PQTRANS_IDLE) return false;
   const int fd = PQsocket(conn_);
   if (fd < 0) return false;
   pollfd p{};

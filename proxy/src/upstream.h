@@ -1,13 +1,15 @@
 // One connection to the upstream PostgreSQL, driven without blocking: libpq
 // in non-blocking mode (it handles SCRAM/MD5/trust and TLS as the DSN asks),
-// with Asio waiting on its socket. Private to proxy/.
+// with Asio waiting on its socket. On a plain (unencrypted) connection a
+// statement whose answer goes to the client as it is can also be relayed as
+// the upstream's own bytes (Relay), without libpq. Private to proxy/.
 #pragma once
 
 #include <libpq-fe.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,6 +46,12 @@ struct StatementDescription {
   std::optional<wire::Diagnostic> error;  // the upstream's ErrorResponse
 };
 
+// What Relay learnt of a statement whose answer it relayed.
+struct RelayedStatement {
+  std::string command_tag;                // the CommandComplete's tag
+  std::optional<wire::Diagnostic> error;  // the upstream's ErrorResponse
+};
+
 class UpstreamConnection {
  public:
   ~UpstreamConnection();
@@ -65,6 +73,25 @@ class UpstreamConnection {
   // column (libpq cannot ask per column; the session converts).
   boost::asio::awaitable<Result<StatementOutcome>> ExecuteWithParameters(
       const std::string& sql, const BoundParameters& parameters, int result_format);
+
+  // True when Relay may be used: the connection is plain TCP or a Unix
+  // socket (libpq owns a TLS or GSS session's bytes) and libpq has nothing
+  // outstanding.
+  bool CanRelay();
+
+  // Runs one SQL text (one statement) with the simple protocol and appends
+  // its answer to `out` as the upstream sent it: RowDescription, DataRow,
+  // CommandComplete and EmptyQueryResponse byte for byte, NoticeResponse
+  // re-encoded through wire::Diagnostic (the same fields as the libpq path);
+  // ParameterStatus and the ReadyForQuery are consumed here. Only for
+  // statements whose rows go to the client unchanged (public and catalog
+  // statements in the simple query flow); a private aggregate's rows never
+  // take this path. On an upstream ErrorResponse, or an Error (connection
+  // lost, COPY, a message out of place: the connection is then marked
+  // broken), `out` is left as it was and the notices are kept for
+  // TakeNotices, as Execute does.
+  boost::asio::awaitable<Result<RelayedStatement>> Relay(const std::string& sql,
+                                                         wire::BackendWriter& out);
 
   // Prepares `sql` as the upstream's unnamed statement and describes it.
   // Nothing runs.
@@ -93,7 +120,7 @@ class UpstreamConnection {
   // session has nothing to say, so a readable socket (a FATAL from
   // pg_terminate_backend or a shutdown, EOF, an error) means it is gone.
   bool IdleAndHealthy() const;
-  // Moves the socket waits to `executor` (the strand of the next holder);
+  // Moves the socket waits to `executor` (the event loop of the next holder);
   // only while no operation is pending. Asio then waits on a new dup().
   void Rehome(const boost::asio::any_io_executor& executor);
   // Drops the Asio side (the dup and the executor) while the connection sits
@@ -105,6 +132,9 @@ class UpstreamConnection {
  private:
   UpstreamConnection(boost::asio::any_io_executor executor, PGconn* conn);
   boost::asio::awaitable<Status> Wait(bool for_write, bool readopt = false);
+  boost::asio::awaitable<Status> SendRaw(std::string_view bytes);
+  // The transaction status libpq saw last, or the one Relay read after it.
+  PGTransactionStatusType Xact() const;
   Status AdoptSocket(bool force);
   boost::asio::awaitable<Status> Pin();
   boost::asio::awaitable<Status> FlushOutput();
@@ -115,9 +145,16 @@ class UpstreamConnection {
 
   boost::asio::any_io_executor executor_;
   PGconn* conn_;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> socket_;
+  // A socket object (not a plain descriptor) so that Relay's reads are Asio
+  // read operations: a wait re-arms the descriptor with epoll_ctl each time.
+  std::unique_ptr<boost::asio::generic::stream_protocol::socket> socket_;
   int socket_fd_ = -1;  // libpq's descriptor number that socket_ duplicates
   std::vector<wire::Diagnostic> notices_;
+  // Set when Relay read a ReadyForQuery libpq never saw; cleared when libpq
+  // runs the next statement (and reads its own).
+  std::optional<PGTransactionStatusType> relayed_xact_;
+  bool relay_broken_ = false;   // Relay lost the protocol's thread: never reuse
+  std::vector<char> relay_in_;  // Relay's read buffer, kept between statements
 };
 
 }  // namespace dpgate::proxy

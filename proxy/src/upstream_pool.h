@@ -9,9 +9,10 @@
 //   kept idle. A broken connection, or one whose reset fails, is closed and
 //   its slot freed, so the next Acquire opens a new one: an upstream restart
 //   costs errors while it is down, never the process.
-// - Thread-safe. Call Acquire from a coroutine that runs on a strand (each
-//   session has one): the connection is re-homed to that coroutine's executor,
-//   so its socket is only ever waited on by its holder.
+// - Thread-safe. Call Acquire from a coroutine whose executor never runs two
+//   handlers at once (each session's is one I/O thread's event loop): the
+//   connection is re-homed to that executor, so its socket is only ever
+//   waited on by its holder.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -450,6 +450,60 @@ void BackendWriter::PutDiagnostic(char type, const Diagnostic& d) {
   End();
 }
 
+Result<Diagnostic> ParseDiagnostic(std::string_view body) {
+  Diagnostic d;
+  d.severity.clear();
+  d.sqlstate.clear();
+  std::string localized_severity;
+  BodyReader r(body);
+  while (true) {
+    auto code = r.Byte();
+    if (!code.ok()) return code.error();
+    if (*code == 0) break;
+    auto value = r.CString();
+    if (!value.ok()) return value.error();
+    switch (*code) {
+      case 'V':
+        d.severity = std::move(*value);
+        break;
+      case 'S':
+        localized_severity = std::move(*value);
+        break;
+      case 'C':
+        d.sqlstate = std::move(*value);
+        break;
+      case 'M':
+        d.message = std::move(*value);
+        break;
+      case 'D':
+        d.detail = std::move(*value);
+        break;
+      case 'H':
+        d.hint = std::move(*value);
+        break;
+      case 'P': {
+        int32_t position = 0;
+        for (char c : *value) {
+          if (c < '0' || c > '9' || position > 100000000) {
+            position = 0;
+            break;
+          }
+          position = position * 10 + (c - '0');
+        }
+        d.position = position;
+        break;
+      }
+      default:
+        break;  // fields Diagnostic does not carry
+    }
+  }
+  if (!r.at_end()) return Violation("bytes after the end of an error or notice message");
+  if (d.severity.empty()) d.severity = localized_severity;
+  if (d.severity.empty()) d.severity = "ERROR";
+  if (d.sqlstate.empty()) d.sqlstate = "XX000";
+  return d;
+}
+
 void BackendWriter::ErrorResponse(const Diagnostic& d) {
   PutDiagnostic('E', d);
 }

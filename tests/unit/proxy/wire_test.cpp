@@ -223,6 +223,44 @@ TEST_CASE("backend messages have the exact bytes of the protocol spec") {
   CHECK(dec.buffered() == 0);
 }
 
+TEST_CASE("an upstream error or notice body parses into the fields dpgate relays") {
+  // PostgreSQL's field order; 'W' (context), 's'/'t' (schema, table), 'F',
+  // 'L' and 'R' (source location) are not carried.
+  const std::string body = "S" + Cstr("ERREUR") + "V" + Cstr("ERROR") + "C" + Cstr("22012") + "M" +
+                           Cstr("division by zero") + "D" + Cstr("d") + "H" + Cstr("h") + "P" +
+                           Cstr("17") + "W" + Cstr("SQL function") + "s" + Cstr("public") + "F" +
+                           Cstr("int.c") + "L" + Cstr("841") + "R" + Cstr("int4div") +
+                           std::string(1, '\0');
+  auto d = ParseDiagnostic(body);
+  REQUIRE(d.ok());
+  CHECK(d->severity == "ERROR");  // the non-localized one
+  CHECK(d->sqlstate == "22012");
+  CHECK(d->message == "division by zero");
+  CHECK(d->detail == "d");
+  CHECK(d->hint == "h");
+  CHECK(d->position == 17);
+  // Re-encoded, it is what BackendWriter writes for the same Diagnostic.
+  BackendWriter w;
+  w.ErrorResponse(*d);
+  auto again = ParseDiagnostic(w.Take().substr(5));
+  REQUIRE(again.ok());
+  CHECK(again->message == d->message);
+  CHECK(again->position == 17);
+  // Only 'S' (a server before 9.6): taken as the severity.
+  auto old = ParseDiagnostic("S" + Cstr("NOTICE") + "M" + Cstr("m") + std::string(1, '\0'));
+  REQUIRE(old.ok());
+  CHECK(old->severity == "NOTICE");
+  CHECK(old->sqlstate == "XX000");
+  // A position that is not a small number is dropped, not trusted.
+  auto odd = ParseDiagnostic("M" + Cstr("m") + "P" + Cstr("99999999999") + std::string(1, '\0'));
+  REQUIRE(odd.ok());
+  CHECK(odd->position == 0);
+  // Unterminated field, missing final NUL, bytes after it: refused.
+  CHECK_FALSE(ParseDiagnostic("M" + std::string("no end")).ok());
+  CHECK_FALSE(ParseDiagnostic("M" + Cstr("m")).ok());
+  CHECK_FALSE(ParseDiagnostic("M" + Cstr("m") + std::string(1, '\0') + "x").ok());
+}
+
 TEST_CASE("fuzz: random and mutated input never crashes the codec") {
   // Deterministic generator for test inputs only (never for noise).
   std::mt19937 gen(20261123);
@@ -236,6 +274,8 @@ TEST_CASE("fuzz: random and mutated input never crashes the codec") {
       Typed('E', Cstr("") + Int32Bytes(0)),
       Typed('D', "S" + Cstr("s")),
       Typed('p', Cstr("SCRAM-SHA-256") + Int32Bytes(3) + "n,,"),
+      Typed('N', "V" + Cstr("NOTICE") + "C" + Cstr("00000") + "M" + Cstr("m") + "P" + Cstr("3") +
+                     std::string(1, '\0')),
   };
   size_t parsed = 0;
   for (int iteration = 0; iteration < 20000; ++iteration) {
@@ -283,6 +323,9 @@ TEST_CASE("fuzz: random and mutated input never crashes the codec") {
         break;
       case 'p':
         parsed += ParseSaslInitialResponse(frame.body).ok();
+        break;
+      case 'N':
+        parsed += ParseDiagnostic(frame.body).ok();
         break;
       default:
         break;

@@ -153,6 +153,12 @@ struct Diagnostic {
   int32_t position = 0;  // 1-based character position in the query, 0 = none
 };
 
+// The fields of an ErrorResponse or NoticeResponse body (§55.8) that
+// Diagnostic keeps: 'V' (or 'S' when 'V' is absent), 'C', 'M', 'D', 'H' and
+// 'P'; the others (context, schema/table/column names, source location) are
+// dropped, exactly as dpgate relays a libpq-reported error.
+Result<Diagnostic> ParseDiagnostic(std::string_view body);
+
 struct FieldDescription {
   std::string name;
   int32_t table_oid = 0;
@@ -178,6 +184,16 @@ class BackendWriter {
       out_.clear();
     }
   }
+
+  size_t size() const { return out_.size(); }
+  // Drops everything after the first `size` bytes (an answer that must not
+  // reach the client half-written).
+  void Truncate(size_t size) {
+    if (size < out_.size()) out_.resize(size);
+  }
+  // Appends one whole message as it came from the upstream (type byte,
+  // length word and body), already framed and checked by the caller.
+  void Relayed(std::string_view message) { out_.append(message.data(), message.size()); }
 
   void SslResponse(bool accept) { out_ += accept ? 'S' : 'N'; }
   void AuthenticationOk();
