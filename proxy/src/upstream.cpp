@@ -284,8 +284,8 @@ asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::s
   if (sql.size() > kMaxRelayedMessage || sql.find('\0') != std::string::npos) {
     co_return MakeError("54000", "statement too long to send upstream");
   }
-  std::string query;
-  query.reserve(sql.size() + 6);
+  std::string& query = relay_query_;  // its storage is reused
+  query.clear();
   query += 'Q';
   const uint32_t length = static_cast<uint32_t>(sql.size() + 5);
   for (int shift = 24; shift >= 0; shift -= 8) query += static_cast<char>((length >> shift) & 0xff);
@@ -306,19 +306,15 @@ asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::s
   size_t begin = 0;
   size_t filled = 0;
   while (true) {
-    while (filled - begin >= 5) {
-      const auto* head = reinterpret_cast<const unsigned char*>(relay_in_.data() + begin);
-      const char type = static_cast<char>(head[0]);
-      const size_t declared = (size_t{head[1]} << 24) | (size_t{head[2]} << 16) |
-                              (size_t{head[3]} << 8) | size_t{head[4]};
-      if (declared < 4 || declared > kMaxRelayedMessage) {
-        co_return lost("the upstream sent a message with an invalid length");
-      }
-      const size_t whole = 1 + declared;
-      if (filled - begin < whole) break;
-      const std::string_view message(relay_in_.data() + begin, whole);
-      const std::string_view body = message.substr(5);
-      begin += whole;
+    while (true) {
+      const std::string_view unread(relay_in_.data() + begin, filled - begin);
+      auto next = wire::NextBackendMessage(unread, kMaxRelayedMessage);
+      if (!next.ok()) co_return lost("the upstream sent a message with an invalid length");
+      if (!next->has_value()) break;
+      const char type = (*next)->type;
+      const std::string_view message = (*next)->whole;
+      const std::string_view body = (*next)->body;
+      begin += message.size();
       switch (type) {
         case 'T':  // RowDescription
         case 'D':  // DataRow
@@ -389,12 +385,10 @@ asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::s
       filled -= begin;
       begin = 0;
     }
-    if (filled >= 5) {
-      const auto* head = reinterpret_cast<const unsigned char*>(relay_in_.data());
-      const size_t whole = 1 + ((size_t{head[1]} << 24) | (size_t{head[2]} << 16) |
-                                (size_t{head[3]} << 8) | size_t{head[4]});
-      if (whole > relay_in_.size()) relay_in_.resize(whole);
-    }
+    size_t whole = 0;
+    (void)wire::NextBackendMessage(std::string_view(relay_in_.data(), filled), kMaxRelayedMessage,
+                                   &whole);
+    if (whole > relay_in_.size()) relay_in_.resize(whole);
     if (filled == relay_in_.size()) relay_in_.resize(relay_in_.size() * 2);
     boost::system::error_code ec;
     const size_t n = co_await socket_->async_read_some(

@@ -155,6 +155,7 @@ class UpstreamConnection {
   std::optional<PGTransactionStatusType> relayed_xact_;
   bool relay_broken_ = false;   // Relay lost the protocol's thread: never reuse
   std::vector<char> relay_in_;  // Relay's read buffer, kept between statements
+  std::string relay_query_;     // Relay's Query message, kept likewise
 };
 
 }  // namespace dpgate::proxy

@@ -450,6 +450,27 @@ void BackendWriter::PutDiagnostic(char type, const Diagnostic& d) {
   End();
 }
 
+Result<std::optional<BackendMessage>> NextBackendMessage(std::string_view bytes, size_t max_message,
+                                                         size_t* whole_size) {
+  if (whole_size != nullptr) *whole_size = 0;
+  if (bytes.size() < 5) return std::optional<BackendMessage>();
+  const auto* head = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t declared =
+      (size_t{head[1]} << 24) | (size_t{head[2]} << 16) | (size_t{head[3]} << 8) | size_t{head[4]};
+  const size_t whole = 1 + declared;
+  // The length word counts itself (§55.7).
+  if (declared < 4 || whole > max_message) {
+    return Violation("backend message length " + std::to_string(declared) + " out of bounds");
+  }
+  if (whole_size != nullptr) *whole_size = whole;
+  if (bytes.size() < whole) return std::optional<BackendMessage>();
+  BackendMessage m;
+  m.type = bytes[0];
+  m.whole = bytes.substr(0, whole);
+  m.body = bytes.substr(5, declared - 4);
+  return std::optional<BackendMessage>(m);
+}
+
 Result<Diagnostic> ParseDiagnostic(std::string_view body) {
   Diagnostic d;
   d.severity.clear();

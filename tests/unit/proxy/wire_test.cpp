@@ -261,6 +261,41 @@ TEST_CASE("an upstream error or notice body parses into the fields dpgate relays
   CHECK_FALSE(ParseDiagnostic("M" + Cstr("m") + std::string(1, '\0') + "x").ok());
 }
 
+TEST_CASE("backend messages are framed at every split point, with bounded lengths") {
+  const std::string stream = Typed('T', Int16Bytes(1) + Cstr("a") + std::string(18, '\0')) +
+                             Typed('D', Int16Bytes(1) + Int32Bytes(-1)) +
+                             Typed('C', Cstr("SELECT 1")) + Typed('Z', "I");
+  for (size_t cut = 0; cut <= stream.size(); ++cut) {
+    // Whatever arrived so far yields whole messages only, in order.
+    std::string_view seen(stream.data(), cut);
+    std::string types;
+    while (true) {
+      size_t whole = 0;
+      auto m = NextBackendMessage(seen, 1024, &whole);
+      REQUIRE(m.ok());
+      if (!m->has_value()) {
+        // The size is known as soon as the length word is there.
+        CHECK(whole == (seen.size() >= 5 ? 1 + static_cast<size_t>(seen[4]) : 0));
+        break;
+      }
+      CHECK((*m)->whole.size() == (*m)->body.size() + 5);
+      CHECK((*m)->whole.data() == seen.data());
+      types += (*m)->type;
+      seen.remove_prefix((*m)->whole.size());
+    }
+    CHECK(std::string("TDCZ").substr(0, types.size()) == types);
+    if (cut == stream.size()) CHECK(types == "TDCZ");
+  }
+  // A length word below 4, or a message beyond the bound, is an error before
+  // its body is waited for.
+  CHECK_FALSE(NextBackendMessage("D" + Int32Bytes(3), 1024).ok());
+  CHECK_FALSE(NextBackendMessage("D" + Int32Bytes(-1), 1024).ok());
+  CHECK_FALSE(NextBackendMessage("D" + Int32Bytes(1024), 1024).ok());
+  auto at_bound = NextBackendMessage("D" + Int32Bytes(1023), 1024);
+  REQUIRE(at_bound.ok());
+  CHECK_FALSE(at_bound->has_value());  // exactly 1024 bytes: allowed, not here yet
+}
+
 TEST_CASE("fuzz: random and mutated input never crashes the codec") {
   // Deterministic generator for test inputs only (never for noise).
   std::mt19937 gen(20261123);
@@ -293,6 +328,13 @@ TEST_CASE("fuzz: random and mutated input never crashes the codec") {
         default:
           if (pos < input.size()) input.erase(pos, 1);
       }
+    }
+    // The same bytes as an upstream's answer: framing never reads past them.
+    size_t whole = 0;
+    auto backend = NextBackendMessage(input, 4096, &whole);
+    if (backend.ok() && backend->has_value()) {
+      CHECK((*backend)->whole.size() <= input.size());
+      CHECK((*backend)->whole.size() == (*backend)->body.size() + 5);
     }
     Limits limits;
     limits.max_message = 4096;

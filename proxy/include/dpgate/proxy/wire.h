@@ -65,6 +65,20 @@ class FrameDecoder {
   size_t consumed_ = 0;
 };
 
+// One backend message at the front of a buffer (the upstream's answer that
+// dpgate relays, UpstreamConnection::Relay): views into that buffer.
+struct BackendMessage {
+  char type = 0;
+  std::string_view whole;  // type byte, length word and body: what is relayed
+  std::string_view body;
+};
+// The first whole message of `bytes`; nullopt when more bytes are needed
+// (then `*whole_size`, when not null, is the whole message's size once its
+// length word has arrived, else 0); an error when the length word is below 4
+// or the message would exceed `max_message` bytes.
+Result<std::optional<BackendMessage>> NextBackendMessage(std::string_view bytes, size_t max_message,
+                                                         size_t* whole_size = nullptr);
+
 // ---- Bounds-checked body reader --------------------------------------------
 
 class BodyReader {
