@@ -469,6 +469,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::map<std::string, std::shared_ptr<PreparedStatement>> statements_;
   std::map<std::string, Portal> portals_;
   bool skip_until_sync_ = false;
+  // The simple Query being run holds more than one statement: PostgreSQL
+  // runs those in one implicit transaction block.
+  bool multi_statement_query_ = false;
   std::map<std::string, LocalCursor> local_cursors_;
   // SQL-level PREPAREd statements: name -> the PREPARE's text (REWRITER.md
   // §4.6). Same namespace as the protocol's named statements, as in
@@ -885,7 +888,10 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
     return reply;
   }
   if (sql == "DISCARD ALL") {
-    if (TransactionStatus() != 'I') {
+    // As PostgreSQL, also within a multi-statement Query (an implicit
+    // transaction block): handing the upstream back mid-Query would leave
+    // the statements after it without one.
+    if (TransactionStatus() != 'I' || multi_statement_query_) {
       SendError(MakeDiagnostic("25001", "DISCARD ALL cannot run inside a transaction block"));
       return std::optional<StatementReply>();
     }
@@ -953,6 +959,7 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     out_.ReadyForQuery('I');
     co_return;
   }
+  multi_statement_query_ = classified->size() > 1;
   for (const auto& st : *classified) {
     auto reply = co_await RunStatement(st, nullptr, 0, Route::kRelay);
     if (!reply.has_value()) break;
@@ -965,6 +972,7 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     out_.CommandComplete(reply->tag);
     for (const auto& n : reply->notices_after) out_.NoticeResponse(n);
   }
+  multi_statement_query_ = false;
   DropEndedCursors();
   out_.ReadyForQuery(TransactionStatus());
   MaybeReleaseUpstream();
@@ -1037,6 +1045,11 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
                                                                const BoundParameters* parameters,
                                                                int result_format, Route route) {
   const auto started = std::chrono::steady_clock::now();
+  // Every statement below may use the upstream; one that gave it back
+  // earlier (DISCARD ALL) or saw it break must not leave the next without.
+  if (!upstream_ || upstream_->broken()) {
+    if (!co_await EnsureUpstream()) co_return std::nullopt;
+  }
   if (st.cursor.has_value() && st.statement_class != rewriter::StatementClass::kRefused) {
     co_return co_await RunCursorStatement(st, parameters);
   }

@@ -161,3 +161,35 @@ TEST_CASE("in transaction pooling, a relayed statement inside a transaction keep
   ta.exec("COMMIT");
   CHECK(ta.exec1("SHOW statement_timeout")[0].as<std::string>() == "0");
 }
+
+// DISCARD ALL hands the upstream connection back to the pool. Inside one
+// multi-statement Query that once left the statements after it without a
+// connection, and the process crashed on the next one.
+TEST_CASE("DISCARD ALL inside a multi-statement query is refused as PostgreSQL refuses it") {
+  ServeFixture f;
+  Conn c = Connect(f.Dsn("alice", kAlicePassword));
+  REQUIRE(PQsendQuery(c.get(), "DISCARD ALL; SELECT label FROM lookup WHERE code = 'a'") == 1);
+  std::vector<Res> results;
+  while (PGresult* next = PQgetResult(c.get())) results.emplace_back(next);
+  REQUIRE(results.size() == 1);
+  CHECK(PQresultStatus(results[0].get()) == PGRES_FATAL_ERROR);
+  CHECK(Sqlstate(results[0].get()) == "25001");  // active_sql_transaction
+
+  REQUIRE(PQsendQuery(c.get(), "SELECT label FROM lookup WHERE code = 'b'; DISCARD ALL") == 1);
+  results.clear();
+  while (PGresult* next = PQgetResult(c.get())) results.emplace_back(next);
+  REQUIRE(results.size() == 2);
+  CHECK(PQresultStatus(results[0].get()) == PGRES_TUPLES_OK);
+  CHECK(Sqlstate(results[1].get()) == "25001");
+
+  // Alone it works, and the session (and the server) go on.
+  Res r(PQexec(c.get(), "DISCARD ALL"));
+  CHECK(PQresultStatus(r.get()) == PGRES_COMMAND_OK);
+  r.reset(PQexec(c.get(), "SELECT label FROM lookup WHERE code = 'a'"));
+  REQUIRE(PQresultStatus(r.get()) == PGRES_TUPLES_OK);
+  CHECK(std::string(PQgetvalue(r.get(), 0, 0)) == "Group A");
+  CHECK(f.dpgate->running());
+  Conn other = Connect(f.Dsn("bob", dpgate::testing::kBobPassword));
+  r.reset(PQexec(other.get(), "SELECT count(*) FROM lookup"));
+  CHECK(PQresultStatus(r.get()) == PGRES_TUPLES_OK);
+}
