@@ -1024,6 +1024,9 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
 // into the output (docs/PROXY.md §2): no libpq parse and re-encoding of every
 // row. Errors are reported exactly as Forward reports them.
 awaitable<std::optional<StatementReply>> Session::Relay(const std::string& sql) {
+  // Notices libpq kept from before this statement come first, as Forward
+  // sends them; Relay writes this statement's own where they arrive.
+  for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
   auto relayed = co_await upstream_->Relay(sql, out_);
   const auto notices = upstream_->TakeNotices();
   if (!relayed.ok() || relayed->error.has_value()) {

@@ -282,7 +282,7 @@ asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::s
                                                                     wire::BackendWriter& out) {
   if (Status st = AdoptSocket(false); !st.ok()) co_return st.error();
   if (sql.size() > kMaxRelayedMessage || sql.find('\0') != std::string::npos) {
-    co_return MakeError("54000", "statement too long to send upstream");
+    co_return MakeError("54000", "statement cannot be sent upstream: too long or holds a NUL");
   }
   std::string& query = relay_query_;  // its storage is reused
   query.clear();
