@@ -9,6 +9,11 @@
 # the `postgres` user on a data directory that user owns. fsync is off: the
 # cluster is thrown away, and durability of the ledger is tested by killing
 # dpgate, not PostgreSQL.
+#
+# DPGATE_TEST_PG_SSL=1 at start also turns TLS on (ssl=on, a self-signed
+# certificate made for this cluster), for the tests of a TLS upstream. It is
+# off by default: with it on, every libpq client that does not say
+# sslmode=disable would use TLS.
 set -euo pipefail
 
 cmd=${1:?usage: pg_cluster.sh start|stop STATE_DIR}
@@ -49,10 +54,18 @@ start)
     || { cat "$root/initdb.log" >&2; exit 1; }
   rm -f "$pwfile"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  ssl_options=""
+  if [ "${DPGATE_TEST_PG_SSL:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=localhost -keyout "$root/server.key" -out "$root/server.crt" >/dev/null 2>&1
+    chmod 600 "$root/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$root/server.key" "$root/server.crt"; fi
+    ssl_options="-c ssl=on -c ssl_cert_file=$root/server.crt -c ssl_key_file=$root/server.key"
+  fi
   as_pg "$PGBIN/pg_ctl" -D "$data" -l "$root/server.log" -w -t 60 \
     -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$root \
         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-        -c max_connections=300 -c shared_buffers=128MB" start >/dev/null \
+        -c max_connections=300 -c shared_buffers=128MB $ssl_options" start >/dev/null \
     || { cat "$root/server.log" >&2; exit 1; }
   cat >"$state/env" <<EOF
 DPGATE_TEST_PGROOT=$root

@@ -12,6 +12,8 @@
 #   alice_dsn                       libpq DSN for alice through dpgate
 #   ledger_queries ANALYST          charges recorded this period (`dpgate ledger status`)
 #   ledger_spent ANALYST            epsilon spent this period
+# DPGATE_UPSTREAM_DSN_OPTIONS, when set before clients_start, is appended to
+# the upstream DSN (e.g. " sslmode=require").
 #
 # The crafted data (public.patients is private, public.cities public):
 #   20,000 patients, one row each; ids 1..12,000 live in 'north', the rest in
@@ -98,7 +100,7 @@ clients_start() {
   base="host=127.0.0.1 port=$DPGATE_TEST_PGPORT dbname=$DB"
   cat >"$CONFIG" <<EOF
 listen: { host: 127.0.0.1, port: $DPGATE_PORT }
-upstream: { dsn: "$base user=${DB}_reader password=reader-pw" }
+upstream: { dsn: "$base user=${DB}_reader password=reader-pw${DPGATE_UPSTREAM_DSN_OPTIONS:-}" }
 ledger: { dsn: "$base user=${DB}_ledger password=ledger-pw" }
 auth: scram
 analysts:
