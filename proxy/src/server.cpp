@@ -1021,7 +1021,7 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
 }
 
 // A public or catalog statement's answer, relayed as the upstream's bytes
-// into the output (docs/PROXY.md §2): no libpq parse and re-encoding of every
+// into the output (docs/PROXY.md §1 item 4): no libpq parse and re-encoding of every
 // row. Errors are reported exactly as Forward reports them.
 awaitable<std::optional<StatementReply>> Session::Relay(const std::string& sql) {
   // Notices libpq kept from before this statement come first, as Forward
