@@ -10,21 +10,16 @@
 #include <vector>
 
 #include "dpgate/proxy/binary_format.h"
+#include "pq_handles.h"
 #include "test_pg.h"
 
+using dpgate::testing::Conn;
 using dpgate::testing::RequireTestPg;
+using dpgate::testing::Res;
 
 namespace {
-struct PgConnDeleter {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-struct PgResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-
 std::string Value(PGconn* c, const std::string& sql, int format) {
-  std::unique_ptr<PGresult, PgResultDeleter> r(
-      PQexecParams(c, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, format));
+  Res r(PQexecParams(c, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, format));
   INFO(sql << ": " << PQresultErrorMessage(r.get()));
   REQUIRE(PQresultStatus(r.get()) == PGRES_TUPLES_OK);
   return std::string(PQgetvalue(r.get(), 0, 0), static_cast<size_t>(PQgetlength(r.get(), 0, 0)));
@@ -33,7 +28,7 @@ std::string Value(PGconn* c, const std::string& sql, int format) {
 
 TEST_CASE("converted binary values equal PostgreSQL's binary output") {
   auto pg = RequireTestPg();
-  std::unique_ptr<PGconn, PgConnDeleter> c(PQconnectdb(pg.Dsn().c_str()));
+  Conn c(PQconnectdb(pg.Dsn().c_str()));
   REQUIRE(PQstatus(c.get()) == CONNECTION_OK);
   struct Case {
     int32_t oid;
@@ -79,8 +74,8 @@ TEST_CASE("converted binary values equal PostgreSQL's binary output") {
         "'-infinity'"}},
   };
   for (const char* zone : {"UTC", "Asia/Kolkata", "America/St_Johns"}) {
-    std::unique_ptr<PGresult, PgResultDeleter> set(PQexec(
-        c.get(), (std::string("SET DateStyle = ISO; SET TimeZone = '") + zone + "'").c_str()));
+    Res set(PQexec(c.get(),
+                   (std::string("SET DateStyle = ISO; SET TimeZone = '") + zone + "'").c_str()));
     REQUIRE(PQresultStatus(set.get()) == PGRES_COMMAND_OK);
     for (const auto& k : cases) {
       REQUIRE(dpgate::proxy::HasBinaryConversion(k.oid));

@@ -18,38 +18,26 @@
 #include <string>
 #include <vector>
 
+#include "pq_handles.h"
 #include "serve_fixture.h"
 
+using dpgate::testing::Conn;
 using dpgate::testing::kAlicePassword;
 using dpgate::testing::kPeople;
+using dpgate::testing::Res;
 using dpgate::testing::ServeFixture;
+using dpgate::testing::Sqlstate;
 
 namespace {
 
-struct PgConnDeleter {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-struct PgResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnDeleter>;
-using Res = std::unique_ptr<PGresult, PgResultDeleter>;
-
 Conn Connect(const ServeFixture& f) {
-  Conn c(PQconnectdb(f.Dsn("alice", kAlicePassword).c_str()));
-  REQUIRE(PQstatus(c.get()) == CONNECTION_OK);
-  return c;
+  return dpgate::testing::Connect(f.Dsn("alice", kAlicePassword));
 }
 
 // Fails with the server's message when the result is not `expected`.
 void RequireStatus(const PGresult* r, ExecStatusType expected) {
   INFO(PQresultErrorMessage(r));
   REQUIRE(PQresultStatus(r) == expected);
-}
-
-std::string SqlState(const PGresult* r) {
-  const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s != nullptr ? s : "";
 }
 
 // The analyst's remaining ε, read with the simple protocol.
@@ -206,7 +194,7 @@ TEST_CASE(
 
   Res multi(PQprepare(c.get(), "two", "SELECT 1; SELECT 2", 0, nullptr));
   RequireStatus(multi.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(multi.get()) == "42601");
+  CHECK(Sqlstate(multi.get()) == "42601");
   // Severity and hint travel in their own fields.
   CHECK(std::string(PQresultErrorField(multi.get(), PG_DIAG_SEVERITY_NONLOCALIZED)) == "ERROR");
   const char* hint = PQresultErrorField(multi.get(), PG_DIAG_MESSAGE_HINT);
@@ -215,13 +203,13 @@ TEST_CASE(
 
   Res missing(PQexecPrepared(c.get(), "nope", 0, nullptr, nullptr, nullptr, 0));
   RequireStatus(missing.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(missing.get()) == "26000");
+  CHECK(Sqlstate(missing.get()) == "26000");
 
   Res twice1(PQprepare(c.get(), "dup", "SELECT 1", 0, nullptr));
   RequireStatus(twice1.get(), PGRES_COMMAND_OK);
   Res twice2(PQprepare(c.get(), "dup", "SELECT 2", 0, nullptr));
   RequireStatus(twice2.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(twice2.get()) == "42P05");
+  CHECK(Sqlstate(twice2.get()) == "42P05");
 
   // A private aggregate bound with the wrong number of parameters is an
   // error before any charge.
@@ -233,7 +221,7 @@ TEST_CASE(
   const char* two[] = {"1", "2"};
   Res wrong(PQexecPrepared(c.get(), "one_param", 2, two, nullptr, nullptr, 0));
   RequireStatus(wrong.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(wrong.get()) == "08P01");
+  CHECK(Sqlstate(wrong.get()) == "08P01");
   CHECK(RemainingEpsilon(c.get()) == Approx(before));
 
   Res ok(PQexecParams(c.get(), "SELECT label FROM lookup WHERE code = 'a'", 0, nullptr, nullptr,
@@ -442,7 +430,7 @@ TEST_CASE("SQL DEALLOCATE frees protocol-level statements and DISCARD ALL keeps 
   RequireStatus(Res(PQprepare(c.get(), "s1", "SELECT 2", 0, nullptr)).get(), PGRES_COMMAND_OK);
   Res missing(PQexec(c.get(), "DEALLOCATE nothing_here"));
   RequireStatus(missing.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(missing.get()) == "26000");
+  CHECK(Sqlstate(missing.get()) == "26000");
   RequireStatus(Res(PQexec(c.get(), "DEALLOCATE ALL")).get(), PGRES_COMMAND_OK);
   RequireStatus(Res(PQprepare(c.get(), "s1", "SELECT 3", 0, nullptr)).get(), PGRES_COMMAND_OK);
 
@@ -450,7 +438,7 @@ TEST_CASE("SQL DEALLOCATE frees protocol-level statements and DISCARD ALL keeps 
   // The statements are gone, and the upstream session is dpgate's pinned one.
   Res gone(PQexecPrepared(c.get(), "s1", 0, nullptr, nullptr, nullptr, 0));
   RequireStatus(gone.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(gone.get()) == "26000");
+  CHECK(Sqlstate(gone.get()) == "26000");
   Res path(PQexec(c.get(), "SELECT pg_catalog.current_setting('search_path')"));
   RequireStatus(path.get(), PGRES_TUPLES_OK);
   CHECK(std::string(PQgetvalue(path.get(), 0, 0)) == "pg_catalog");
@@ -467,13 +455,13 @@ TEST_CASE("a private aggregate the upstream would reject before running costs no
   // A parameter reference with no parameter, through the simple protocol.
   Res unbound(PQexec(c.get(), "SELECT count(*) FROM people WHERE score > $1"));
   RequireStatus(unbound.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(unbound.get()) == "42P02");
+  CHECK(Sqlstate(unbound.get()) == "42P02");
   // A value that does not fit the parameter's type.
   const char* bad[] = {"not a number"};
   Res wrong(PQexecParams(c.get(), "SELECT count(*) FROM people WHERE score > $1", 1, nullptr, bad,
                          nullptr, nullptr, 0));
   RequireStatus(wrong.get(), PGRES_FATAL_ERROR);
-  CHECK(SqlState(wrong.get()) == "22P02");
+  CHECK(Sqlstate(wrong.get()) == "22P02");
   CHECK(RemainingEpsilon(c.get()) == Approx(before));
   // A good value is charged as usual.
   const char* good[] = {"10"};

@@ -1,5 +1,5 @@
 // Public and catalog statements in the simple query flow are relayed as the
-// upstream's own bytes (UpstreamConnection::Relay, docs/PROXY.md §2): their
+// upstream's own bytes (UpstreamConnection::Relay, docs/PROXY.md §1 item 4): their
 // answers must equal what the upstream gives a direct client, errors and
 // notices must arrive as on the libpq path, and the transaction status dpgate
 // reports (and pools by) must follow the relayed ReadyForQuery.
@@ -11,32 +11,17 @@
 #include <string>
 #include <vector>
 
+#include "pq_handles.h"
 #include "serve_fixture.h"
 
+using dpgate::testing::Conn;
+using dpgate::testing::Connect;
 using dpgate::testing::kAlicePassword;
+using dpgate::testing::Res;
 using dpgate::testing::ServeFixture;
+using dpgate::testing::Sqlstate;
 
 namespace {
-
-struct PgconnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-struct PgresultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Conn = std::unique_ptr<PGconn, PgconnCloser>;
-using Res = std::unique_ptr<PGresult, PgresultCloser>;
-
-Conn Connect(const std::string& dsn) {
-  Conn c(PQconnectdb(dsn.c_str()));
-  REQUIRE(PQstatus(c.get()) == CONNECTION_OK);
-  return c;
-}
-
-std::string Sqlstate(const PGresult* r) {
-  const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s != nullptr ? s : "";
-}
 
 void CollectNotice(void* arg, const PGresult* r) {
   const char* m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);

@@ -15,31 +15,19 @@
 #include <thread>
 #include <vector>
 
+#include "pq_handles.h"
 #include "serve_fixture.h"
 
+using dpgate::testing::Conn;
+using dpgate::testing::Connect;
 using dpgate::testing::kAlicePassword;
 using dpgate::testing::kDatasetsYaml;
 using dpgate::testing::kPeople;
 using dpgate::testing::kSchemaSql;
+using dpgate::testing::Res;
 using dpgate::testing::ServeFixture;
 
 namespace {
-
-struct ConnDeleter {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-struct ResultDeleter {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Conn = std::unique_ptr<PGconn, ConnDeleter>;
-using Res = std::unique_ptr<PGresult, ResultDeleter>;
-
-Conn Connect(const std::string& dsn) {
-  Conn c(PQconnectdb(dsn.c_str()));
-  INFO(PQerrorMessage(c.get()));
-  REQUIRE(PQstatus(c.get()) == CONNECTION_OK);
-  return c;
-}
 
 Res Rows(PGconn* c, const std::string& sql) {
   Res r(PQexec(c, sql.c_str()));
