@@ -329,6 +329,35 @@ TEST_CASE("after an error every message up to Sync is discarded, then the sessio
   CHECK(ok[3].second.find("Group A") != std::string::npos);
 }
 
+// Found by chaos_test.cpp: a simple Query that arrived after an error in an
+// unsynced batch used to run (and a private aggregate in it was charged),
+// where PostgreSQL discards it like every other message up to Sync.
+TEST_CASE(
+    "a Query after an error in an unsynced batch is discarded up to Sync and charges nothing") {
+  ServeFixture f("", dpgate::testing::kSchemaSql, "public.people, public.lookup",
+                 dpgate::testing::kDatasetsYaml, "trust");
+  Conn c = Connect(f);
+  const double before = RemainingEpsilon(c.get());
+  RawClient raw(f.port);
+  raw.Startup("alice", f.db);
+  using R = RawClient;
+  raw.Send(R::Message('P', R::Str("") + R::Str("SELECT 1/0") + R::Int16(0)) +
+           R::Message('B', R::Str("") + R::Str("") + R::Int16(0) + R::Int16(0) + R::Int16(0)) +
+           R::Message('E', R::Str("") + R::Int32(0)) +
+           R::Message('Q', R::Str("SELECT count(*) FROM people")) + R::Message('S', ""));
+  // PostgreSQL answers exactly this: the Query gets nothing, not even a
+  // ReadyForQuery.
+  const auto answer = raw.UntilReady();
+  CHECK(Types(answer) == "12EZ");
+  CHECK(answer.back().second == "I");
+  CHECK(RemainingEpsilon(c.get()) == Approx(before));
+  // The session goes on: the next Query runs.
+  raw.Send(R::Message('Q', R::Str("SELECT label FROM lookup WHERE code = 'a'")));
+  const auto next = raw.UntilReady();
+  REQUIRE(Types(next) == "TDCZ");
+  CHECK(next[1].second.find("Group A") != std::string::npos);
+}
+
 TEST_CASE("a malformed Bind ends the connection with a protocol error, and the server stays up") {
   ServeFixture f("", dpgate::testing::kSchemaSql, "public.people, public.lookup",
                  dpgate::testing::kDatasetsYaml, "trust");
