@@ -593,6 +593,10 @@ awaitable<void> Session::Run() {
       if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
       if (frame.type == 'X') break;
       if (frame.type == 'Q') {
+        // After an error in the extended protocol every message up to Sync
+        // is discarded, a Query included, as PostgreSQL does (§55.2.3): the
+        // client's batch assumed it would not run.
+        if (skip_until_sync_) continue;
         auto sql = wire::ParseQuery(frame.body);
         if (!sql.ok()) {
           co_await Fatal(sql.error().code, sql.error().message);

@@ -5,9 +5,6 @@
 // (Execute with a row limit, pipelined errors).
 #include <arpa/inet.h>
 #include <endian.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <algorithm>
@@ -19,6 +16,7 @@
 #include <vector>
 
 #include "pq_handles.h"
+#include "raw_client.h"
 #include "serve_fixture.h"
 
 using dpgate::testing::Conn;
@@ -247,84 +245,7 @@ TEST_CASE("dpgate commands work through the extended protocol") {
 
 namespace {
 
-// A minimal protocol client over a raw socket for what libpq cannot send.
-class RawClient {
- public:
-  explicit RawClient(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    timeval tv{20, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  ~RawClient() { ::close(fd_); }
-  RawClient(const RawClient&) = delete;
-  RawClient& operator=(const RawClient&) = delete;
-
-  static std::string Int32(int32_t v) {
-    const uint32_t n = htonl(static_cast<uint32_t>(v));
-    return std::string(reinterpret_cast<const char*>(&n), 4);
-  }
-  static std::string Int16(int16_t v) {
-    const uint16_t n = htons(static_cast<uint16_t>(v));
-    return std::string(reinterpret_cast<const char*>(&n), 2);
-  }
-  static std::string Message(char type, const std::string& body) {
-    return std::string(1, type) + Int32(static_cast<int32_t>(body.size() + 4)) + body;
-  }
-  static std::string Str(const std::string& s) { return s + '\0'; }
-
-  void Send(const std::string& bytes) {
-    REQUIRE(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
-            static_cast<ssize_t>(bytes.size()));
-  }
-  // Reads messages up to and including ReadyForQuery; returns their types
-  // and bodies.
-  std::vector<std::pair<char, std::string>> UntilReady() {
-    std::vector<std::pair<char, std::string>> out;
-    while (true) {
-      char type = 0;
-      std::string len = Read(5);
-      type = len[0];
-      uint32_t n = 0;
-      std::memcpy(&n, len.data() + 1, 4);
-      n = ntohl(n);
-      REQUIRE(n >= 4);
-      out.emplace_back(type, Read(n - 4));
-      if (type == 'Z') return out;
-    }
-  }
-  // Everything the server sends until it closes the connection.
-  std::string Drain() {
-    std::string s;
-    char buf[4096];
-    ssize_t got;
-    while ((got = ::recv(fd_, buf, sizeof buf, 0)) > 0) s.append(buf, static_cast<size_t>(got));
-    return s;
-  }
-  void Startup(const std::string& user, const std::string& db) {
-    std::string body = Int32(196608) + Str("user") + Str(user) + Str("database") + Str(db) + '\0';
-    Send(Int32(static_cast<int32_t>(body.size() + 4)) + body);
-    auto messages = UntilReady();
-    REQUIRE(messages.front().first == 'R');  // AuthenticationOk (trust)
-  }
-
- private:
-  std::string Read(size_t n) {
-    std::string s;
-    while (s.size() < n) {
-      char buf[4096];
-      const ssize_t got = ::recv(fd_, buf, std::min(sizeof buf, n - s.size()), 0);
-      REQUIRE(got > 0);
-      s.append(buf, static_cast<size_t>(got));
-    }
-    return s;
-  }
-  int fd_ = -1;
-};
+using dpgate::testing::RawClient;
 
 std::string Types(const std::vector<std::pair<char, std::string>>& messages) {
   std::string t;
@@ -394,6 +315,35 @@ TEST_CASE("after an error every message up to Sync is discarded, then the sessio
   const auto ok = raw.UntilReady();
   CHECK(Types(ok) == "12TDC3Z");
   CHECK(ok[3].second.find("Group A") != std::string::npos);
+}
+
+// Found by chaos_test.cpp: a simple Query that arrived after an error in an
+// unsynced batch used to run (and a private aggregate in it was charged),
+// where PostgreSQL discards it like every other message up to Sync.
+TEST_CASE(
+    "a Query after an error in an unsynced batch is discarded up to Sync and charges nothing") {
+  ServeFixture f("", dpgate::testing::kSchemaSql, "public.people, public.lookup",
+                 dpgate::testing::kDatasetsYaml, "trust");
+  Conn c = Connect(f);
+  const double before = RemainingEpsilon(c.get());
+  RawClient raw(f.port);
+  raw.Startup("alice", f.db);
+  using R = RawClient;
+  raw.Send(R::Message('P', R::Str("") + R::Str("SELECT 1/0") + R::Int16(0)) +
+           R::Message('B', R::Str("") + R::Str("") + R::Int16(0) + R::Int16(0) + R::Int16(0)) +
+           R::Message('E', R::Str("") + R::Int32(0)) +
+           R::Message('Q', R::Str("SELECT count(*) FROM people")) + R::Message('S', ""));
+  // PostgreSQL answers exactly this: the Query gets nothing, not even a
+  // ReadyForQuery.
+  const auto answer = raw.UntilReady();
+  CHECK(Types(answer) == "12EZ");
+  CHECK(answer.back().second == "I");
+  CHECK(RemainingEpsilon(c.get()) == Approx(before));
+  // The session goes on: the next Query runs.
+  raw.Send(R::Message('Q', R::Str("SELECT label FROM lookup WHERE code = 'a'")));
+  const auto next = raw.UntilReady();
+  REQUIRE(Types(next) == "TDCZ");
+  CHECK(next[1].second.find("Group A") != std::string::npos);
 }
 
 TEST_CASE("a malformed Bind ends the connection with a protocol error, and the server stays up") {

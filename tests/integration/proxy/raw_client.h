@@ -1,0 +1,120 @@
+// A minimal frontend over a raw TCP socket, for what libpq cannot send
+// (Execute with a row limit, pipelined errors, arbitrary message sequences):
+// encodes frontend messages and frames the backend's answer.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dpgate::testing {
+
+class RawClient {
+ public:
+  // Connects to 127.0.0.1:port; every read gives up after `timeout_seconds`.
+  explicit RawClient(int port, int timeout_seconds = 20) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    timeval tv{timeout_seconds, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawClient() { ::close(fd_); }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  static std::string Int32(int32_t v) {
+    const uint32_t n = htonl(static_cast<uint32_t>(v));
+    return std::string(reinterpret_cast<const char*>(&n), 4);
+  }
+  static std::string Int16(int16_t v) {
+    const uint16_t n = htons(static_cast<uint16_t>(v));
+    return std::string(reinterpret_cast<const char*>(&n), 2);
+  }
+  static std::string Message(char type, const std::string& body) {
+    return std::string(1, type) + Int32(static_cast<int32_t>(body.size() + 4)) + body;
+  }
+  static std::string Str(const std::string& s) { return s + '\0'; }
+
+  void Send(const std::string& bytes) { REQUIRE(TrySend(bytes)); }
+  // False when the server has closed the connection.
+  bool TrySend(const std::string& bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+
+  // One backend message, framed by its type byte and length word.
+  enum class Read { kMessage, kClosed, kTimeout, kBadLength };
+  Read Next(char* type, std::string* body, uint32_t max_length = 64u << 20) {
+    std::string head;
+    if (const Read r = ReadExactly(5, &head); r != Read::kMessage) return r;
+    *type = head[0];
+    uint32_t n = 0;
+    std::memcpy(&n, head.data() + 1, 4);
+    n = ntohl(n);
+    if (n < 4 || n > max_length) return Read::kBadLength;
+    return ReadExactly(n - 4, body);
+  }
+
+  // Reads messages up to and including ReadyForQuery; returns their types
+  // and bodies.
+  std::vector<std::pair<char, std::string>> UntilReady() {
+    std::vector<std::pair<char, std::string>> out;
+    while (true) {
+      char type = 0;
+      std::string body;
+      REQUIRE(Next(&type, &body) == Read::kMessage);
+      out.emplace_back(type, std::move(body));
+      if (type == 'Z') return out;
+    }
+  }
+  // Everything the server sends until it closes the connection.
+  std::string Drain() {
+    std::string s;
+    char buf[4096];
+    ssize_t got;
+    while ((got = ::recv(fd_, buf, sizeof buf, 0)) > 0) s.append(buf, static_cast<size_t>(got));
+    return s;
+  }
+  // A startup message for `user` on `db`, answered without a password
+  // (auth: trust), up to the first ReadyForQuery.
+  void Startup(const std::string& user, const std::string& db) {
+    std::string body = Int32(196608) + Str("user") + Str(user) + Str("database") + Str(db) + '\0';
+    Send(Int32(static_cast<int32_t>(body.size() + 4)) + body);
+    auto messages = UntilReady();
+    REQUIRE(messages.front().first == 'R');  // AuthenticationOk (trust)
+  }
+
+ private:
+  Read ReadExactly(size_t n, std::string* out) {
+    out->clear();
+    while (out->size() < n) {
+      char buf[4096];
+      const ssize_t got = ::recv(fd_, buf, std::min(sizeof buf, n - out->size()), 0);
+      if (got == 0) return Read::kClosed;
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? Read::kTimeout : Read::kClosed;
+      }
+      out->append(buf, static_cast<size_t>(got));
+    }
+    return Read::kMessage;
+  }
+  int fd_ = -1;
+};
+
+}  // namespace dpgate::testing
