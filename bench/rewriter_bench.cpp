@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "../tests/unit/rewriter/fixtures.h"
@@ -62,19 +63,26 @@ void BM_ParseDeparseRoundTrip(benchmark::State& state) {
   RoundTrip(state, kQueries[static_cast<size_t>(state.range(0))]);
 }
 
-// The same round trip of the rewritten SQL: the bounded query's tree is
-// several times the input's, and deparsing it is part of any rewrite, so
-// this is the floor for producing that text through libpg_query.
-void BM_RewrittenSqlRoundTrip(benchmark::State& state) {
+// The SQL the rewriter writes for query number state.range(0); nullopt
+// (and the benchmark skipped) when it cannot classify it.
+std::optional<std::string> RewrittenSql(benchmark::State& state) {
   const auto config = dpgate::rewriter::testing::MakeTestConfig();
   auto result =
       dpgate::rewriter::Classify(kQueries[static_cast<size_t>(state.range(0))], config, Session());
   if (!result.ok()) {
     state.SkipWithError("classify failed");
-    return;
+    return std::nullopt;
   }
-  const std::string rewritten = result->at(0).rewritten_sql;
-  RoundTrip(state, rewritten.c_str());
+  return result->at(0).rewritten_sql;
+}
+
+// The same round trip of the rewritten SQL: the bounded query's tree is
+// several times the input's, and deparsing it is part of any rewrite, so
+// this is the floor for producing that text through libpg_query.
+void BM_RewrittenSqlRoundTrip(benchmark::State& state) {
+  const auto rewritten = RewrittenSql(state);
+  if (!rewritten.has_value()) return;
+  RoundTrip(state, rewritten->c_str());
 }
 
 // The floor of any rewriter that edits libpg_query's tree in C++ and deparses
@@ -99,15 +107,9 @@ void BM_FloorParseInput(benchmark::State& state) {
 }
 
 void BM_FloorDeparseRewritten(benchmark::State& state) {
-  const auto config = dpgate::rewriter::testing::MakeTestConfig();
-  auto result =
-      dpgate::rewriter::Classify(kQueries[static_cast<size_t>(state.range(0))], config, Session());
-  if (!result.ok()) {
-    state.SkipWithError("classify failed");
-    return;
-  }
-  const std::string rewritten = result->at(0).rewritten_sql;
-  PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(rewritten.c_str());
+  const auto rewritten = RewrittenSql(state);
+  if (!rewritten.has_value()) return;
+  PgQueryProtobufParseResult parsed = pg_query_parse_protobuf(rewritten->c_str());
   pg_query::ParseResult tree;
   tree.ParseFromArray(parsed.parse_tree.data, static_cast<int>(parsed.parse_tree.len));
   pg_query_free_protobuf_parse_result(parsed);

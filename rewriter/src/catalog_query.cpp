@@ -413,17 +413,9 @@ const StatisticsColumns* StatisticsViewColumns(const std::string& view) {
                                             {"autovacuum_count", kCount},
                                             {"analyze_count", kCount},
                                             {"autoanalyze_count", kCount}};
-  static const StatisticsColumns kTransactionTables = {{"relid", kId},
-                                                       {"schemaname", kId},
-                                                       {"relname", kId},
-                                                       {"seq_scan", kCount},
-                                                       {"seq_tup_read", kCount},
-                                                       {"idx_scan", kCount},
-                                                       {"idx_tup_fetch", kCount},
-                                                       {"n_tup_ins", kCount},
-                                                       {"n_tup_upd", kCount},
-                                                       {"n_tup_del", kCount},
-                                                       {"n_tup_hot_upd", kCount}};
+  // pg_stat_xact_*_tables: the first eleven columns of pg_stat_*_tables
+  // (relid ... n_tup_hot_upd), the counters of the current transaction.
+  static const StatisticsColumns kTransactionTables(kTables.begin(), kTables.begin() + 11);
   static const StatisticsColumns kIoTables = {{"relid", kId},
                                               {"schemaname", kId},
                                               {"relname", kId},
