@@ -39,7 +39,33 @@ std::string MakeKey(std::string_view sql, const SessionContext& session) {
   return key;
 }
 
+// Equal as a cache key is: the same schemas in order and the same bits of ε
+// and δ (MakeKey's fields).
+bool SameBits(const std::optional<double>& a, const std::optional<double>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a.has_value() || std::memcmp(&*a, &*b, sizeof(double)) == 0;
+}
+
+bool SameSession(const SessionContext& a, const SessionContext& b) {
+  return a.user == b.user && a.search_path == b.search_path && SameBits(a.epsilon, b.epsilon) &&
+         SameBits(a.delta, b.delta);
+}
+
 }  // namespace
+
+Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
+                                                  const SessionContext& session, Memo* memo) {
+  if (memo->statements != nullptr && memo->sql == sql && SameSession(memo->session, session)) {
+    return memo->statements;
+  }
+  auto classified = Classify(sql, session);
+  if (classified.ok() && sql.size() <= Memo::kMaxMemoQueryBytes) {
+    memo->sql.assign(sql.data(), sql.size());
+    memo->session = session;
+    memo->statements = *classified;
+  }
+  return classified;
+}
 
 PlanCache::PlanCache(const config::Config& config, size_t capacity)
     : PlanCache(config, SchemaFacts(), capacity) {}

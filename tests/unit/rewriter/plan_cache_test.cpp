@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <cctype>
+#include <cmath>
 #include <string>
 #include <thread>
 #include <vector>
@@ -217,6 +218,75 @@ TEST_CASE("plan cache: schema facts given at construction choose the shape") {
   auto fresh = Classify(sql, config, Alice(), testing::ParseFacts("pums.pums.pid", ""));
   REQUIRE(fresh.ok());
   CHECK(Render(**per_row) == Render(*fresh));
+}
+
+TEST_CASE("plan cache: a session's memo answers its repeated statement and nothing else") {
+  const config::Config config = testing::MakeTestConfig();
+  PlanCache cache(config);
+  PlanCache::Memo memo;
+  const std::string sql = "SELECT count(*) FROM pums";
+  SessionContext pums_path = Alice();
+  pums_path.search_path = {"pums"};
+
+  auto first = cache.Classify(sql, pums_path, &memo);
+  REQUIRE(first.ok());
+  CHECK(cache.stats().misses == 1);
+  // The repeat is the very same result, without a lookup in the shared cache.
+  auto again = cache.Classify(sql, pums_path, &memo);
+  REQUIRE(again.ok());
+  CHECK(again->get() == first->get());
+  CHECK(cache.stats().hits == 0);
+  CHECK(cache.stats().misses == 1);
+
+  // Every field of the session that the shared key has also misses the memo:
+  // the answer is the one a fresh Classify gives for that session.
+  SessionContext default_path = Alice();
+  auto refused = cache.Classify(sql, default_path, &memo);
+  REQUIRE(refused.ok());
+  CHECK((*refused)->at(0).statement_class == StatementClass::kRefused);
+  SessionContext bob = pums_path;
+  bob.user = "bob";
+  auto for_bob = cache.Classify(sql, bob, &memo);
+  REQUIRE(for_bob.ok());
+  CHECK(for_bob->get() != first->get());
+  SessionContext budget = pums_path;
+  budget.epsilon = 1.0;
+  budget.delta = 1e-7;
+  auto with_budget = cache.Classify(sql, budget, &memo);
+  REQUIRE(with_budget.ok());
+  CHECK((*with_budget)->at(0).plan->budget_split_filled);
+  budget.epsilon = std::nextafter(1.0, 2.0);  // the last bit of ε is a different split
+  auto next_budget = cache.Classify(sql, budget, &memo);
+  REQUIRE(next_budget.ok());
+  CHECK(next_budget->get() != with_budget->get());
+  budget.epsilon = 1.0;
+  budget.delta = 1e-6;
+  auto with_delta = cache.Classify(sql, budget, &memo);
+  REQUIRE(with_delta.ok());
+  CHECK(with_delta->get() != with_budget->get());
+  // A different text misses too.
+  auto other = cache.Classify("SELECT count(*) FROM pums WHERE age > 1", pums_path, &memo);
+  REQUIRE(other.ok());
+  CHECK(other->get() != first->get());
+  CHECK(cache.stats().misses == 7);
+  // Back to the first statement: the shared cache still has it.
+  auto back = cache.Classify(sql, pums_path, &memo);
+  REQUIRE(back.ok());
+  CHECK(back->get() == first->get());
+  CHECK(cache.stats().hits == 1);
+}
+
+TEST_CASE("plan cache: a session's memo keeps no long text") {
+  const config::Config config = testing::MakeTestConfig();
+  PlanCache cache(config);
+  PlanCache::Memo memo;
+  std::string sql = "SELECT count(*) FROM pums.pums WHERE age > 1";
+  while (sql.size() <= PlanCache::Memo::kMaxMemoQueryBytes) sql += " AND age > 1";
+  REQUIRE(cache.Classify(sql, Alice(), &memo).ok());
+  CHECK(memo.statements == nullptr);
+  CHECK(memo.sql.empty());
+  REQUIRE(cache.Classify(sql, Alice(), &memo).ok());
+  CHECK(cache.stats().hits == 1);  // answered by the shared cache
 }
 
 }  // namespace

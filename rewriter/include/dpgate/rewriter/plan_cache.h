@@ -52,6 +52,20 @@ class PlanCache {
   // The shared result stays valid after eviction.
   Result<Statements> Classify(std::string_view sql, const SessionContext& session);
 
+  // One caller's last classification (a session's: clients repeat their
+  // statements), checked before the shared cache: an equal text and session
+  // are answered without building a key, taking the lock or touching the
+  // shared LRU. Owned and used by one thread at a time. Texts longer than
+  // kMaxMemoQueryBytes are not kept, so that a session's memo stays small.
+  struct Memo {
+    static constexpr size_t kMaxMemoQueryBytes = 4096;
+    std::string sql;
+    SessionContext session;
+    Statements statements;  // null: nothing kept yet
+  };
+  // As Classify above, with `memo` answered first and updated after.
+  Result<Statements> Classify(std::string_view sql, const SessionContext& session, Memo* memo);
+
   size_t size() const;
   size_t capacity() const { return capacity_; }
   Stats stats() const;
