@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "dpgate/config/config.h"
 #include "dpgate/proxy/batched_sink.h"
+#include "dpgate/proxy/log_line_formatter.h"
 #include "dpgate/proxy/server.h"
 #include "schema_facts_loader.h"
 
@@ -90,7 +91,9 @@ int RunServe(const Args& args) {
       std::make_shared<proxy::BatchedFdSink>(STDERR_FILENO, kLogBatchInterval, kLogMaxBuffered));
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  // "%Y-%m-%dT%H:%M:%S.%e%z %l %v", written without spdlog's pattern
+  // machinery (log_line_formatter.h).
+  spdlog::set_formatter(std::make_unique<proxy::LogLineFormatter>());
   // Schema facts let the rewriter skip per-unit pre-aggregation where a
   // unique privacy unit makes it a no-op (docs/REWRITER.md §8.5). Without
   // them every query takes the full bounded shape: slower, never less
