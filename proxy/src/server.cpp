@@ -1,6 +1,7 @@
 #include "dpgate/proxy/server.h"
 
 #include <openssl/rand.h>
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -20,7 +21,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -370,6 +373,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   awaitable<bool> ReadFrame(wire::Frame* frame, std::chrono::seconds timeout);
+  void ArmDeadline(std::chrono::seconds timeout);
+  void TakeRead(size_t n, std::chrono::seconds timeout, boost::system::error_code* ec);
+  std::array<char, 512> read_head_;  // plain-socket reads land here first
   awaitable<bool> Flush();
   size_t WriteAvailable(boost::system::error_code* ec);
   void ReadAvailable(boost::system::error_code* ec);
@@ -441,6 +447,16 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   void Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
              double delta, size_t rows, std::chrono::steady_clock::time_point started) const;
+  mutable std::string audit_line_;       // Audit's storage, kept between statements
+  rewriter::PlanCache::Memo plan_memo_;  // this session's last classification
+  // The simple query flow's hot path (docs/PROXY.md §1 item 4).
+  enum class FlushState { kDone, kPending, kFailed };
+  FlushState FlushNow();
+  const rewriter::StatementResult* RelayableAlone(
+      const rewriter::PlanCache::Statements& classified);
+  void ReportRelayed(const Result<RelayedStatement>& relayed);
+  wire::Frame frame_;       // the message being handled; its storage is reused
+  std::string query_text_;  // a Query's SQL, likewise
 
   ServerState& state_;
   tcp::socket socket_;
@@ -483,27 +499,37 @@ class Session : public std::enable_shared_from_this<Session> {
   std::map<std::string, bool> upstream_cursors_;
 };
 
+// An answer usually fits in the socket's send buffer: one non-blocking send
+// finishes it with no reactor operation and no coroutine. (An async_write
+// that completes at once still goes through the scheduler's queue, which
+// wakes another I/O thread, before the coroutine resumes.) kPending: part
+// of it is left at the front of the output, for Flush.
+Session::FlushState Session::FlushNow() {
+  if (out_.buffer().empty()) return FlushState::kDone;
+  if (tls_active_) return FlushState::kPending;
+  boost::system::error_code ec;
+  const size_t sent = WriteAvailable(&ec);
+  if (ec && ec != asio::error::would_block) return FlushState::kFailed;
+  if (sent < out_.buffer().size()) {
+    out_.Consume(sent);
+    return FlushState::kPending;
+  }
+  out_.Clear();
+  return FlushState::kDone;
+}
+
 awaitable<bool> Session::Flush() {
-  if (out_.buffer().empty()) co_return true;
+  const FlushState now = FlushNow();
+  if (now != FlushState::kPending) co_return now == FlushState::kDone;
   boost::system::error_code ec;
   if (tls_active_) {
     const std::string data = out_.Take();
     co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
     co_return !ec;
   }
-  // An answer usually fits in the socket's send buffer: one non-blocking send
-  // finishes it with no reactor operation. (An async_write that completes at
-  // once still goes through the scheduler's queue, which wakes another I/O
-  // thread, before the coroutine resumes.)
-  const size_t sent = WriteAvailable(&ec);
-  if (ec && ec != asio::error::would_block) co_return false;
-  if (sent < out_.buffer().size()) {
-    ec = {};
-    co_await asio::async_write(
-        socket_, asio::buffer(out_.buffer().data() + sent, out_.buffer().size() - sent),
-        asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return false;
-  }
+  co_await asio::async_write(socket_, asio::buffer(out_.buffer()),
+                             asio::redirect_error(use_awaitable, ec));
+  if (ec) co_return false;
   out_.Clear();
   co_return true;
 }
@@ -528,51 +554,57 @@ void Session::ReadAvailable(boost::system::error_code* ec) {
 
 awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds timeout) {
   while (true) {
-    auto next = decoder_.Next();
+    auto next = decoder_.Next(frame);
     if (!next.ok()) {
       // Malformed input ends this connection, never the process.
       co_await Fatal(next.error().code, next.error().message);
       co_return false;
     }
-    if (next->has_value()) {
-      *frame = std::move(**next);
-      co_return true;
-    }
-    if (timeout.count() > 0) {
-      deadline_.expires_after(timeout);
-      deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        if (!ec) self->Close();
-      });
-    }
+    if (*next) co_return true;
+    ArmDeadline(timeout);
     boost::system::error_code ec;
+    size_t n = 0;
     if (tls_active_) {
       std::array<char, 16384> buf;
-      const size_t n = co_await tls_->async_read_some(asio::buffer(buf),
-                                                      asio::redirect_error(use_awaitable, ec));
+      n = co_await tls_->async_read_some(asio::buffer(buf),
+                                         asio::redirect_error(use_awaitable, ec));
       if (!ec) decoder_.Append(std::string_view(buf.data(), n));
+      if (timeout.count() > 0) deadline_.cancel();
     } else {
-      // A real read, not async_wait + read: Asio 1.74 re-arms the descriptor
-      // with an epoll_ctl on every async_wait, while a read operation is
-      // tried at once only when the socket signalled data since the last
-      // read came up short (a busy client's next message is already here),
-      // and otherwise waits for the reactor without a failed recv. The
-      // buffer is small so that an idle session's suspended frame stays
-      // small (memory per idle client; docs/PROXY.md §2); when it fills, the
-      // rest of a pipelined batch is taken at once without blocking.
-      std::array<char, 512> head;
-      const size_t n = co_await socket_.async_read_some(asio::buffer(head),
-                                                        asio::redirect_error(use_awaitable, ec));
-      if (!ec) {
-        decoder_.Append(std::string_view(head.data(), n));
-        if (n == head.size()) {
-          ReadAvailable(&ec);
-          if (ec == asio::error::would_block) ec = {};
-        }
-      }
+      n = co_await socket_.async_read_some(asio::buffer(read_head_),
+                                           asio::redirect_error(use_awaitable, ec));
+      TakeRead(n, timeout, &ec);
     }
-    deadline_.cancel();
     if (ec) co_return false;  // closed, reset, or timed out: nothing to answer
   }
+}
+
+// A timeout closes the socket, which ends the pending read.
+void Session::ArmDeadline(std::chrono::seconds timeout) {
+  if (timeout.count() <= 0) return;
+  deadline_.expires_after(timeout);
+  deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->Close();
+  });
+}
+
+// After a read of the plain socket into read_head_. A real read, not
+// async_wait + read: Asio 1.74 re-arms the descriptor with an epoll_ctl on
+// every async_wait, while a read operation is tried at once only when the
+// socket signalled data since the last read came up short (a busy client's
+// next message is already here), and otherwise waits for the reactor
+// without a failed recv. read_head_ is small so that an idle session stays
+// small (memory per idle client; docs/PROXY.md §2); when it fills, the rest
+// of a pipelined batch is taken at once without blocking.
+void Session::TakeRead(size_t n, std::chrono::seconds timeout, boost::system::error_code* ec) {
+  if (!*ec) {
+    decoder_.Append(std::string_view(read_head_.data(), n));
+    if (n == read_head_.size()) {
+      ReadAvailable(ec);
+      if (*ec == asio::error::would_block) *ec = {};
+    }
+  }
+  if (timeout.count() > 0) deadline_.cancel();
 }
 
 awaitable<void> Session::Run() {
@@ -588,24 +620,95 @@ awaitable<void> Session::Run() {
   }
   const bool ready = co_await Startup();
   if (ready) {
+    wire::Frame& frame = frame_;
     while (!state_.draining.load()) {
-      wire::Frame frame;
-      if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
+      if (tls_active_) {
+        if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
+      } else {
+        // ReadFrame's loop, here rather than in a coroutine of its own: the
+        // next message of a busy client costs no coroutine frame.
+        bool have = false;
+        while (true) {
+          auto next = decoder_.Next(&frame);
+          if (!next.ok()) {
+            // Malformed input ends this connection, never the process.
+            co_await Fatal(next.error().code, next.error().message);
+            break;
+          }
+          if (*next) {
+            have = true;
+            break;
+          }
+          ArmDeadline(state_.options.idle_timeout);
+          boost::system::error_code ec;
+          const size_t n = co_await socket_.async_read_some(
+              asio::buffer(read_head_), asio::redirect_error(use_awaitable, ec));
+          TakeRead(n, state_.options.idle_timeout, &ec);
+          if (ec) break;  // closed, reset, or timed out: nothing to answer
+        }
+        if (!have) break;
+      }
       if (frame.type == 'X') break;
       if (frame.type == 'Q') {
         // After an error in the extended protocol every message up to Sync
         // is discarded, a Query included, as PostgreSQL does (§55.2.3): the
         // client's batch assumed it would not run.
         if (skip_until_sync_) continue;
-        auto sql = wire::ParseQuery(frame.body);
+        auto sql = wire::ParseQueryText(frame.body);
         if (!sql.ok()) {
           co_await Fatal(sql.error().code, sql.error().message);
           break;
         }
         busy_ = true;
-        co_await HandleQuery(*sql);
+        query_text_.assign(sql->data(), sql->size());
+        // The hot path: one public or catalog statement relayed as the
+        // upstream's bytes, driven here so that no coroutine frame is made
+        // per statement (docs/PROXY.md §1 item 4). Everything else, and
+        // anything this path does not expect, goes to HandleQuery.
+        const auto started = std::chrono::steady_clock::now();
+        auto classified = state_.plans.Classify(query_text_, rw_session_, &plan_memo_);
+        const rewriter::StatementResult* alone =
+            classified.ok() ? RelayableAlone(*classified) : nullptr;
+        if (alone == nullptr) {
+          co_await HandleQuery(query_text_);
+        } else {
+          // As HandleQuery: a simple Query ends the unnamed statement and
+          // portal (§55.2.2).
+          statements_.erase("");
+          portals_.erase("");
+          for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
+          const std::string& text =
+              alone->rewritten_sql.empty() ? alone->original_sql : alone->rewritten_sql;
+          auto sent = upstream_->StartRelay(text, out_);
+          using Progress = UpstreamConnection::RelayProgress;
+          Progress progress = Progress::kLost;
+          // No co_await inside ?: or || : GCC 12 miscompiles those.
+          bool whole = sent.ok() && *sent;
+          if (sent.ok() && !whole) {
+            const Status rest = co_await upstream_->SendUnsent(out_);
+            whole = rest.ok();
+          }
+          if (whole) progress = upstream_->ContinueRelay(out_);
+          while (progress == Progress::kNeedRead) {
+            boost::system::error_code ec;
+            const size_t n = co_await upstream_->relay_socket().async_read_some(
+                upstream_->RelayReadBuffer(), asio::redirect_error(use_awaitable, ec));
+            progress = upstream_->RelayReceived(ec, n, out_);
+          }
+          const Result<RelayedStatement> relayed =
+              sent.ok() ? upstream_->TakeRelayed() : Result<RelayedStatement>(sent.error());
+          ReportRelayed(relayed);
+          Audit(*alone,
+                relayed.ok() && !relayed->error.has_value() ? "forwarded" : "upstream_error", 0, 0,
+                0, started);
+          DropEndedCursors();
+          out_.ReadyForQuery(TransactionStatus());
+          MaybeReleaseUpstream();
+        }
         busy_ = false;
-        if (!co_await Flush()) break;
+        const FlushState flushed = FlushNow();
+        if (flushed == FlushState::kFailed) break;
+        if (flushed == FlushState::kPending && !co_await Flush()) break;
         continue;
       }
       if (std::string_view("PBDESCHF").find(frame.type) != std::string_view::npos) {
@@ -814,16 +917,48 @@ awaitable<bool> Session::Authenticate(const std::string& user) {
 void Session::Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
                     double delta, size_t rows,
                     std::chrono::steady_clock::time_point started) const {
+  spdlog::logger* log = spdlog::default_logger_raw();
+  if (!log->should_log(spdlog::level::info)) return;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - started)
                       .count();
   // One structured line per statement. Never the SQL's values or any row:
   // the fingerprint identifies the query shape (DESIGN.md §1, "logs").
-  spdlog::info(
-      "audit analyst={} class={} fingerprint={} dataset={} epsilon={} delta={} rows={} "
-      "duration_ms={} outcome={}",
-      analyst_, rewriter::ToString(st.statement_class), st.fingerprint_hex,
-      st.dataset.empty() ? "-" : st.dataset, epsilon, delta, rows, ms, outcome);
+  // Built by hand into storage the session keeps (the line is written once
+  // per statement, also on the relay's hot path); numbers as fmt's "{}"
+  // writes them, so the line reads as it always has.
+  std::string& line = audit_line_;
+  line.assign("audit analyst=");
+  line += analyst_;
+  line += " class=";
+  line += rewriter::ToString(st.statement_class);
+  line += " fingerprint=";
+  line += st.fingerprint_hex;
+  line += " dataset=";
+  line += st.dataset.empty() ? std::string_view("-") : std::string_view(st.dataset);
+  const auto number = [&line](double v) {
+    if (v == 0 && !std::signbit(v)) {
+      line += '0';
+    } else {
+      fmt::format_to(std::back_inserter(line), "{}", v);
+    }
+  };
+  const auto integer = [&line](long long v) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+    line.append(digits, end);
+  };
+  line += " epsilon=";
+  number(epsilon);
+  line += " delta=";
+  number(delta);
+  line += " rows=";
+  integer(static_cast<long long>(rows));
+  line += " duration_ms=";
+  integer(static_cast<long long>(ms));
+  line += " outcome=";
+  line += outcome;
+  log->log(spdlog::level::info, spdlog::string_view_t(line.data(), line.size()));
 }
 
 awaitable<Status> Session::ConnectUpstream() {
@@ -937,7 +1072,7 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
   // A simple Query ends the unnamed statement and portal (§55.2.2).
   statements_.erase("");
   portals_.erase("");
-  auto classified_ptr = state_.plans.Classify(sql, rw_session_);
+  auto classified_ptr = state_.plans.Classify(sql, rw_session_, &plan_memo_);
   if (!classified_ptr.ok()) {
     SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
                              "the statement was not run; report it to the administrator"));
@@ -1032,20 +1167,47 @@ awaitable<std::optional<StatementReply>> Session::Relay(const std::string& sql) 
   // sends them; Relay writes this statement's own where they arrive.
   for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
   auto relayed = co_await upstream_->Relay(sql, out_);
-  const auto notices = upstream_->TakeNotices();
-  if (!relayed.ok() || relayed->error.has_value()) {
-    for (const auto& n : notices) out_.NoticeResponse(n);
-    if (relayed.ok()) {
-      SendError(*relayed->error);
-    } else {
-      SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
-    }
-    co_return std::nullopt;
-  }
+  ReportRelayed(relayed);
+  if (!relayed.ok() || relayed->error.has_value()) co_return std::nullopt;
   StatementReply reply;
   reply.relayed = true;
   reply.tag = std::move(relayed->command_tag);
   co_return reply;
+}
+
+// After a relayed statement: on an error, the notices the upstream sent with
+// it and the error itself, as Forward reports them (the answer's rows were
+// already taken back out of the output).
+void Session::ReportRelayed(const Result<RelayedStatement>& relayed) {
+  const auto notices = upstream_->TakeNotices();
+  if (relayed.ok() && !relayed->error.has_value()) return;
+  for (const auto& n : notices) out_.NoticeResponse(n);
+  if (relayed.ok()) {
+    SendError(*relayed->error);
+  } else {
+    SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+  }
+}
+
+// The one statement of a simple Query that the hot path in Run may relay:
+// public or catalog, nothing RunStatement would treat otherwise (a cursor,
+// SQL PREPARE/EXECUTE, an unmaskable size read), on an upstream connection
+// the session holds and that can relay. Anything else is nullptr, and
+// HandleQuery runs the Query.
+const rewriter::StatementResult* Session::RelayableAlone(
+    const rewriter::PlanCache::Statements& classified) {
+  if (classified->size() != 1) return nullptr;
+  const rewriter::StatementResult& st = classified->front();
+  if (st.statement_class != rewriter::StatementClass::kPublic &&
+      st.statement_class != rewriter::StatementClass::kCatalog) {
+    return nullptr;
+  }
+  if (st.cursor.has_value() || st.sql_prepare.has_value() || st.sql_execute.has_value() ||
+      st.reads_size_catalog || st.new_search_path.has_value()) {
+    return nullptr;
+  }
+  if (!upstream_ || upstream_->broken() || !upstream_->CanRelay()) return nullptr;
+  return &st;
 }
 
 awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::StatementResult& st,
@@ -1624,7 +1786,7 @@ awaitable<Session::Step> Session::HandleParse(std::string_view body) {
                              "close prepared statements the client no longer needs"));
     co_return Step::kError;
   }
-  auto classified = state_.plans.Classify(message->query, rw_session_);
+  auto classified = state_.plans.Classify(message->query, rw_session_, &plan_memo_);
   if (!classified.ok()) {
     SendError(MakeDiagnostic("XX000", "dpgate could not analyse this query",
                              "the statement was not run; report it to the administrator"));

@@ -253,150 +253,208 @@ bool UpstreamConnection::CanRelay() {
   return PQisBusy(conn_) == 0 && Xact() != PQTRANS_ACTIVE;
 }
 
-asio::awaitable<Status> UpstreamConnection::SendRaw(std::string_view bytes) {
-  boost::system::error_code ec;
-  if (!socket_->non_blocking()) socket_->non_blocking(true, ec);
-  // Usually all of it fits in the socket's buffer at once.
-  size_t sent = ec ? 0 : socket_->send(asio::buffer(bytes.data(), bytes.size()), 0, ec);
-  if (ec == asio::error::would_block) {
-    ec = {};
-    sent = 0;
-  }
-  if (!ec && sent < bytes.size()) {
-    co_await asio::async_write(*socket_, asio::buffer(bytes.data() + sent, bytes.size() - sent),
-                               asio::redirect_error(asio::use_awaitable, ec));
-  }
-  if (ec) co_return MakeError("08006", "upstream send failed: " + ec.message());
-  co_return Status::Ok();
-}
-
-// GCC 12's false -Wmismatched-new-delete on Asio coroutine frames (see
-// Describe below) fires here too.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 // The framing is the protocol's (§55.7): a type byte, then a length word that
 // counts itself and the body. Every length is checked before it is used,
 // and anything out of place ends the connection rather than being guessed
 // at: the client gets an error, never bytes from the middle of a message.
-asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::string& sql,
-                                                                    wire::BackendWriter& out) {
-  if (Status st = AdoptSocket(false); !st.ok()) co_return st.error();
-  if (sql.size() > kMaxRelayedMessage || sql.find('\0') != std::string::npos) {
-    co_return MakeError("54000", "statement cannot be sent upstream: too long or holds a NUL");
+Result<bool> UpstreamConnection::StartRelay(std::string_view sql, wire::BackendWriter& out) {
+  if (Status st = AdoptSocket(false); !st.ok()) return st.error();
+  if (sql.size() > kMaxRelayedMessage || sql.find('\0') != std::string_view::npos) {
+    return MakeError("54000", "statement cannot be sent upstream: too long or holds a NUL");
   }
   std::string& query = relay_query_;  // its storage is reused
   query.clear();
   query += 'Q';
   const uint32_t length = static_cast<uint32_t>(sql.size() + 5);
   for (int shift = 24; shift >= 0; shift -= 8) query += static_cast<char>((length >> shift) & 0xff);
-  query += sql;
+  query.append(sql.data(), sql.size());
   query += '\0';
-  const size_t mark = out.size();
+  relay_ = RelayState{};
+  relay_.mark = out.size();
   relayed_xact_ = PQTRANS_ACTIVE;  // until this statement's ReadyForQuery
-  const auto lost = [this, &out, mark](const std::string& why) {
-    relay_broken_ = true;
-    out.Truncate(mark);
-    return MakeError("08006", why);
-  };
-  if (Status st = co_await SendRaw(query); !st.ok()) co_return lost(st.message());
-
-  RelayedStatement result;
-  std::vector<wire::Diagnostic> notices;
   if (relay_in_.size() < kRelayBuffer) relay_in_.resize(kRelayBuffer);
-  size_t begin = 0;
-  size_t filled = 0;
+  relay_begin_ = 0;
+  relay_filled_ = 0;
+  boost::system::error_code ec;
+  if (!socket_->non_blocking()) socket_->non_blocking(true, ec);
+  // Usually all of it fits in the socket's buffer at once.
+  const size_t sent = ec ? 0 : socket_->send(asio::buffer(query.data(), query.size()), 0, ec);
+  if (ec && ec != asio::error::would_block) {
+    RelayLost(out, "upstream send failed: " + ec.message());
+    return MakeError("08006", relay_.lost);
+  }
+  relay_unsent_ = ec ? 0 : sent;
+  return relay_unsent_ == query.size();
+}
+
+std::string_view UpstreamConnection::UnsentQuery() const {
+  return std::string_view(relay_query_).substr(relay_unsent_);
+}
+
+void UpstreamConnection::RelayLost(wire::BackendWriter& out, std::string why) {
+  relay_broken_ = true;
+  out.Truncate(relay_.mark);
+  relay_.lost = std::move(why);
+  relay_.outcome = RelayProgress::kLost;
+}
+
+UpstreamConnection::RelayProgress UpstreamConnection::ContinueRelay(wire::BackendWriter& out) {
   while (true) {
-    while (true) {
-      const std::string_view unread(relay_in_.data() + begin, filled - begin);
-      auto next = wire::NextBackendMessage(unread, kMaxRelayedMessage);
-      if (!next.ok()) co_return lost("the upstream sent a message with an invalid length");
-      if (!next->has_value()) break;
-      const char type = (*next)->type;
-      const std::string_view message = (*next)->whole;
-      const std::string_view body = (*next)->body;
-      begin += message.size();
-      switch (type) {
-        case 'T':  // RowDescription
-        case 'D':  // DataRow
-        case 'I':  // EmptyQueryResponse
-          if (!result.error.has_value()) out.Relayed(message);
-          break;
-        case 'C': {  // CommandComplete
-          const size_t nul = body.find('\0');
-          if (nul == std::string_view::npos) co_return lost("the upstream sent a malformed tag");
-          if (!result.error.has_value()) {
-            out.Relayed(message);
-            result.command_tag.assign(body.data(), nul);
-          }
-          break;
+    const std::string_view unread(relay_in_.data() + relay_begin_, relay_filled_ - relay_begin_);
+    auto next = wire::NextBackendMessage(unread, kMaxRelayedMessage);
+    if (!next.ok()) {
+      RelayLost(out, "the upstream sent a message with an invalid length");
+      return RelayProgress::kLost;
+    }
+    if (!next->has_value()) break;
+    const char type = (*next)->type;
+    const std::string_view message = (*next)->whole;
+    const std::string_view body = (*next)->body;
+    relay_begin_ += message.size();
+    RelayedStatement& result = relay_.result;
+    switch (type) {
+      case 'T':  // RowDescription
+      case 'D':  // DataRow
+      case 'I':  // EmptyQueryResponse
+        if (!result.error.has_value()) out.Relayed(message);
+        break;
+      case 'C': {  // CommandComplete
+        const size_t nul = body.find('\0');
+        if (nul == std::string_view::npos) {
+          RelayLost(out, "the upstream sent a malformed tag");
+          return RelayProgress::kLost;
         }
-        case 'N':    // NoticeResponse
-        case 'E': {  // ErrorResponse
-          auto diagnostic = wire::ParseDiagnostic(body);
-          if (!diagnostic.ok()) co_return lost("the upstream sent a malformed error or notice");
-          if (type == 'E') {
-            if (!result.error.has_value()) result.error = std::move(*diagnostic);
-          } else {
-            if (!result.error.has_value()) out.NoticeResponse(*diagnostic);
-            notices.push_back(std::move(*diagnostic));
-          }
-          break;
+        if (!result.error.has_value()) {
+          out.Relayed(message);
+          result.command_tag.assign(body.data(), nul);
         }
-        case 'S':  // ParameterStatus: not relayed (as on the libpq path)
-        case 'A':  // NotificationResponse: LISTEN is refused
-          break;
-        case 'Z': {  // ReadyForQuery: this statement's answer is complete
-          if (body.size() != 1) co_return lost("the upstream sent a malformed ReadyForQuery");
-          switch (body[0]) {
-            case 'I':
-              relayed_xact_ = PQTRANS_IDLE;
-              break;
-            case 'T':
-              relayed_xact_ = PQTRANS_INTRANS;
-              break;
-            case 'E':
-              relayed_xact_ = PQTRANS_INERROR;
-              break;
-            default:
-              co_return lost("the upstream sent an unknown transaction status");
-          }
-          // Anything after it arrived unasked: this connection is not
-          // reused (an idle session has nothing to say; see IdleAndHealthy).
-          if (begin != filled) relay_broken_ = true;
-          if (relay_in_.size() > 4 * kRelayBuffer) std::vector<char>(kRelayBuffer).swap(relay_in_);
-          if (result.error.has_value()) {
-            out.Truncate(mark);  // as on the libpq path: the error alone
-            notices_.insert(notices_.end(), notices.begin(), notices.end());
-          }
-          co_return result;
-        }
-        case 'G':
-        case 'H':
-        case 'W':
-          co_return lost("upstream entered COPY mode, which dpgate does not relay");
-        default:
-          co_return lost(std::string("the upstream sent an unexpected message type '") + type +
-                         "'");
+        break;
       }
+      case 'N':    // NoticeResponse
+      case 'E': {  // ErrorResponse
+        auto diagnostic = wire::ParseDiagnostic(body);
+        if (!diagnostic.ok()) {
+          RelayLost(out, "the upstream sent a malformed error or notice");
+          return RelayProgress::kLost;
+        }
+        if (type == 'E') {
+          if (!result.error.has_value()) result.error = std::move(*diagnostic);
+        } else {
+          if (!result.error.has_value()) out.NoticeResponse(*diagnostic);
+          relay_.notices.push_back(std::move(*diagnostic));
+        }
+        break;
+      }
+      case 'S':  // ParameterStatus: not relayed (as on the libpq path)
+      case 'A':  // NotificationResponse: LISTEN is refused
+        break;
+      case 'Z': {  // ReadyForQuery: this statement's answer is complete
+        if (body.size() != 1) {
+          RelayLost(out, "the upstream sent a malformed ReadyForQuery");
+          return RelayProgress::kLost;
+        }
+        switch (body[0]) {
+          case 'I':
+            relayed_xact_ = PQTRANS_IDLE;
+            break;
+          case 'T':
+            relayed_xact_ = PQTRANS_INTRANS;
+            break;
+          case 'E':
+            relayed_xact_ = PQTRANS_INERROR;
+            break;
+          default:
+            RelayLost(out, "the upstream sent an unknown transaction status");
+            return RelayProgress::kLost;
+        }
+        // Anything after it arrived unasked: this connection is not
+        // reused (an idle session has nothing to say; see IdleAndHealthy).
+        if (relay_begin_ != relay_filled_) relay_broken_ = true;
+        if (relay_in_.size() > 4 * kRelayBuffer) std::vector<char>(kRelayBuffer).swap(relay_in_);
+        if (result.error.has_value()) {
+          out.Truncate(relay_.mark);  // as on the libpq path: the error alone
+          notices_.insert(notices_.end(), relay_.notices.begin(), relay_.notices.end());
+        }
+        relay_.outcome = RelayProgress::kDone;
+        return RelayProgress::kDone;
+      }
+      case 'G':
+      case 'H':
+      case 'W':
+        RelayLost(out, "upstream entered COPY mode, which dpgate does not relay");
+        return RelayProgress::kLost;
+      default:
+        RelayLost(out, std::string("the upstream sent an unexpected message type '") + type + "'");
+        return RelayProgress::kLost;
     }
-    // Keep the unread part at the front, with room for a whole message.
-    if (begin > 0) {
-      std::memmove(relay_in_.data(), relay_in_.data() + begin, filled - begin);
-      filled -= begin;
-      begin = 0;
-    }
-    size_t whole = 0;
-    (void)wire::NextBackendMessage(std::string_view(relay_in_.data(), filled), kMaxRelayedMessage,
-                                   &whole);
-    if (whole > relay_in_.size()) relay_in_.resize(whole);
-    if (filled == relay_in_.size()) relay_in_.resize(relay_in_.size() * 2);
+  }
+  // Keep the unread part at the front, with room for a whole message.
+  if (relay_begin_ > 0) {
+    std::memmove(relay_in_.data(), relay_in_.data() + relay_begin_, relay_filled_ - relay_begin_);
+    relay_filled_ -= relay_begin_;
+    relay_begin_ = 0;
+  }
+  size_t whole = 0;
+  (void)wire::NextBackendMessage(std::string_view(relay_in_.data(), relay_filled_),
+                                 kMaxRelayedMessage, &whole);
+  if (whole > relay_in_.size()) relay_in_.resize(whole);
+  if (relay_filled_ == relay_in_.size()) relay_in_.resize(relay_in_.size() * 2);
+  return RelayProgress::kNeedRead;
+}
+
+asio::mutable_buffer UpstreamConnection::RelayReadBuffer() {
+  return asio::buffer(relay_in_.data() + relay_filled_, relay_in_.size() - relay_filled_);
+}
+
+UpstreamConnection::RelayProgress UpstreamConnection::RelayReceived(
+    const boost::system::error_code& ec, size_t n, wire::BackendWriter& out) {
+  if (ec) {
+    RelayLost(out, "upstream connection lost: " + ec.message());
+    return RelayProgress::kLost;
+  }
+  relay_filled_ += n;
+  return ContinueRelay(out);
+}
+
+Result<RelayedStatement> UpstreamConnection::TakeRelayed() {
+  if (relay_.outcome != RelayProgress::kDone) {
+    return MakeError("08006", relay_.lost.empty() ? "relay not finished" : relay_.lost);
+  }
+  return std::move(relay_.result);
+}
+
+// GCC 12's false -Wmismatched-new-delete on Asio coroutine frames (see
+// Describe below) fires here too.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+asio::awaitable<Status> UpstreamConnection::SendUnsent(wire::BackendWriter& out) {
+  const std::string_view rest = UnsentQuery();
+  boost::system::error_code ec;
+  co_await asio::async_write(*socket_, asio::buffer(rest.data(), rest.size()),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    RelayLost(out, "upstream send failed: " + ec.message());
+    co_return MakeError("08006", relay_.lost);
+  }
+  relay_unsent_ = relay_query_.size();
+  co_return Status::Ok();
+}
+
+asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::string& sql,
+                                                                    wire::BackendWriter& out) {
+  auto sent = StartRelay(sql, out);
+  if (!sent.ok()) co_return sent.error();
+  if (!*sent) {
+    if (Status st = co_await SendUnsent(out); !st.ok()) co_return st.error();
+  }
+  RelayProgress progress = ContinueRelay(out);
+  while (progress == RelayProgress::kNeedRead) {
     boost::system::error_code ec;
     const size_t n = co_await socket_->async_read_some(
-        asio::buffer(relay_in_.data() + filled, relay_in_.size() - filled),
-        asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return lost("upstream connection lost: " + ec.message());
-    filled += n;
+        RelayReadBuffer(), asio::redirect_error(asio::use_awaitable, ec));
+    progress = RelayReceived(ec, n, out);
   }
+  co_return TakeRelayed();
 }
 #pragma GCC diagnostic pop
 

@@ -9,10 +9,12 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dpgate/common/result.h"
@@ -93,6 +95,25 @@ class UpstreamConnection {
   boost::asio::awaitable<Result<RelayedStatement>> Relay(const std::string& sql,
                                                          wire::BackendWriter& out);
 
+  // Relay in steps, for a caller that drives the reads itself (the session's
+  // simple-query path, which then needs no coroutine frame per statement;
+  // docs/PROXY.md §1 item 4). Relay above is exactly these steps:
+  //   StartRelay: the Query is sent without blocking; false when part of it
+  //     waits for room in the socket (then co_await SendUnsent).
+  //   ContinueRelay: relays every whole message buffered; kNeedRead asks for
+  //     one read of relay_socket() into RelayReadBuffer(), handed to
+  //     RelayReceived, which continues.
+  //   TakeRelayed: once kDone or kLost, what Relay would have returned.
+  enum class RelayProgress { kNeedRead, kDone, kLost };
+  Result<bool> StartRelay(std::string_view sql, wire::BackendWriter& out);
+  boost::asio::awaitable<Status> SendUnsent(wire::BackendWriter& out);
+  RelayProgress ContinueRelay(wire::BackendWriter& out);
+  boost::asio::generic::stream_protocol::socket& relay_socket() { return *socket_; }
+  boost::asio::mutable_buffer RelayReadBuffer();
+  RelayProgress RelayReceived(const boost::system::error_code& ec, size_t n,
+                              wire::BackendWriter& out);
+  Result<RelayedStatement> TakeRelayed();
+
   // Prepares `sql` as the upstream's unnamed statement and describes it.
   // Nothing runs.
   boost::asio::awaitable<Result<StatementDescription>> Describe(
@@ -132,7 +153,6 @@ class UpstreamConnection {
  private:
   UpstreamConnection(boost::asio::any_io_executor executor, PGconn* conn);
   boost::asio::awaitable<Status> Wait(bool for_write, bool readopt = false);
-  boost::asio::awaitable<Status> SendRaw(std::string_view bytes);
   // The transaction status libpq saw last, or the one Relay read after it.
   PGTransactionStatusType Xact() const;
   Status AdoptSocket(bool force);
@@ -155,7 +175,21 @@ class UpstreamConnection {
   std::optional<PGTransactionStatusType> relayed_xact_;
   bool relay_broken_ = false;   // Relay lost the protocol's thread: never reuse
   std::vector<char> relay_in_;  // Relay's read buffer, kept between statements
-  std::string relay_query_;     // Relay's Query message, kept likewise
+  size_t relay_begin_ = 0;      // relay_in_[relay_begin_, relay_filled_) is unread
+  size_t relay_filled_ = 0;
+  std::string relay_query_;  // Relay's Query message, kept likewise
+  size_t relay_unsent_ = 0;  // relay_query_'s bytes from here wait for SendUnsent
+  // The statement being relayed.
+  struct RelayState {
+    size_t mark = 0;  // the output's size before its answer (truncated back on error)
+    RelayedStatement result;
+    std::vector<wire::Diagnostic> notices;
+    RelayProgress outcome = RelayProgress::kNeedRead;
+    std::string lost;  // why the connection was given up (kLost)
+  };
+  RelayState relay_;
+  void RelayLost(wire::BackendWriter& out, std::string why);
+  std::string_view UnsentQuery() const;
 };
 
 }  // namespace dpgate::proxy

@@ -41,9 +41,17 @@ Result<size_t> ReadCount(BodyReader& r, size_t min_entry_size, const char* what)
 // ---- Framing ---------------------------------------------------------------
 
 Result<std::optional<Frame>> FrameDecoder::Next() {
+  Frame f;
+  auto got = Next(&f);
+  if (!got.ok()) return got.error();
+  if (!*got) return std::optional<Frame>();
+  return std::optional<Frame>(std::move(f));
+}
+
+Result<bool> FrameDecoder::Next(Frame* frame) {
   const size_t header = startup_phase_ ? 4 : 5;
   const size_t available = buffer_.size() - consumed_;
-  if (available < header) return std::optional<Frame>();
+  if (available < header) return false;
   const char* p = buffer_.data() + consumed_;
   const char type = startup_phase_ ? 0 : p[0];
   const uint32_t length = LoadBigEndian32(p + (startup_phase_ ? 0 : 1));
@@ -58,17 +66,25 @@ Result<std::optional<Frame>> FrameDecoder::Next() {
                      std::to_string(max) + " bytes");
   }
   const size_t total = header - 4 + length;
-  if (available < total) return std::optional<Frame>();
-  Frame f;
-  f.type = type;
-  f.body.assign(p + header, total - header);
+  if (available < total) return false;
+  frame->type = type;
+  frame->body.assign(p + header, total - header);
   consumed_ += total;
-  // Compact once the consumed prefix dominates, keeping appends amortised O(1).
-  if (consumed_ > 65536 && consumed_ * 2 > buffer_.size()) {
+  if (consumed_ == buffer_.size()) {
+    // All taken (the usual case between statements): start again at the
+    // front, keeping the storage unless a big message left it large.
+    if (buffer_.capacity() > 65536) {
+      std::string().swap(buffer_);
+    } else {
+      buffer_.clear();
+    }
+    consumed_ = 0;
+  } else if (consumed_ > 65536 && consumed_ * 2 > buffer_.size()) {
+    // Compact once the consumed prefix dominates, keeping appends amortised O(1).
     buffer_.erase(0, consumed_);
     consumed_ = 0;
   }
-  return std::optional<Frame>(std::move(f));
+  return true;
 }
 
 // ---- Body reader -----------------------------------------------------------
@@ -93,9 +109,15 @@ Result<uint8_t> BodyReader::Byte() {
 }
 
 Result<std::string> BodyReader::CString() {
+  auto s = CStringView();
+  if (!s.ok()) return s.error();
+  return std::string(*s);
+}
+
+Result<std::string_view> BodyReader::CStringView() {
   const size_t nul = data_.find('\0', pos_);
   if (nul == std::string_view::npos) return Violation("unterminated string in message");
-  std::string s(data_.substr(pos_, nul - pos_));
+  const std::string_view s = data_.substr(pos_, nul - pos_);
   pos_ = nul + 1;
   return s;
 }
@@ -176,8 +198,14 @@ Result<SaslInitialResponse> ParseSaslInitialResponse(std::string_view body) {
 }
 
 Result<std::string> ParseQuery(std::string_view body) {
+  auto q = ParseQueryText(body);
+  if (!q.ok()) return q.error();
+  return std::string(*q);
+}
+
+Result<std::string_view> ParseQueryText(std::string_view body) {
   BodyReader r(body);
-  auto q = r.CString();
+  auto q = r.CStringView();
   if (!q.ok()) return q.error();
   if (auto st = ExpectEnd(r, "Query"); !st.ok()) return st.error();
   return q;

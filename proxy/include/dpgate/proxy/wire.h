@@ -54,6 +54,9 @@ class FrameDecoder {
   // A whole frame, nothing yet (need more bytes), or an error (the length word
   // is out of bounds: the connection must be closed).
   Result<std::optional<Frame>> Next();
+  // The same into `*frame` (true: a frame was taken), reusing its body's
+  // storage: a session that keeps one Frame allocates nothing per message.
+  Result<bool> Next(Frame* frame);
   void EndStartupPhase() { startup_phase_ = false; }
   bool in_startup_phase() const { return startup_phase_; }
   size_t buffered() const { return buffer_.size() - consumed_; }
@@ -87,7 +90,8 @@ class BodyReader {
   Result<int32_t> Int32();
   Result<int16_t> Int16();
   Result<uint8_t> Byte();
-  Result<std::string> CString();  // NUL-terminated
+  Result<std::string> CString();           // NUL-terminated
+  Result<std::string_view> CStringView();  // the same, a view into the body
   Result<std::string> Bytes(size_t n);
   bool at_end() const { return pos_ == data_.size(); }
   size_t remaining() const { return data_.size() - pos_; }
@@ -120,6 +124,8 @@ struct SaslInitialResponse {
 Result<SaslInitialResponse> ParseSaslInitialResponse(std::string_view body);
 
 Result<std::string> ParseQuery(std::string_view body);  // 'Q': the SQL text
+// The same as a view into `body`.
+Result<std::string_view> ParseQueryText(std::string_view body);
 
 struct ParseMessage {  // 'P'
   std::string statement;
@@ -205,6 +211,8 @@ class BackendWriter {
   void Truncate(size_t size) {
     if (size < out_.size()) out_.resize(size);
   }
+  // Drops the first `n` bytes (sent already).
+  void Consume(size_t n) { out_.erase(0, n); }
   // Appends one whole message as it came from the upstream (type byte,
   // length word and body), already framed and checked by the caller.
   void Relayed(std::string_view message) { out_.append(message.data(), message.size()); }
