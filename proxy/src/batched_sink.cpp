@@ -42,11 +42,31 @@ void BatchedFdSink::sink_it_(const spdlog::details::log_msg& msg) {
   }
 }
 
-// Under base_sink::mutex_, so batches reach the descriptor in order.
+// Under base_sink::mutex_; after the writer's batch in flight, if any (it
+// holds lines logged before these).
 void BatchedFdSink::flush_() {
+  std::lock_guard write_lock(write_mutex_);
+  WriteAll(buffer_);
+  buffer_.clear();
+}
+
+// The writer's batch: taken under the sink's lock, written outside it.
+void BatchedFdSink::WriteBatch() {
+  std::unique_lock write_lock(write_mutex_, std::defer_lock);
+  {
+    std::lock_guard lock(mutex_);
+    if (buffer_.empty()) return;
+    write_lock.lock();       // before the sink's lock is let go: batches stay in order
+    writing_.swap(buffer_);  // both keep their storage
+  }
+  WriteAll(writing_);
+  writing_.clear();
+}
+
+void BatchedFdSink::WriteAll(const std::string& bytes) {
   size_t done = 0;
-  while (done < buffer_.size()) {
-    const ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       write_errors_.fetch_add(1);
@@ -54,7 +74,6 @@ void BatchedFdSink::flush_() {
     }
     done += static_cast<size_t>(n);
   }
-  buffer_.clear();
 }
 
 void BatchedFdSink::WriterLoop() {
@@ -67,7 +86,7 @@ void BatchedFdSink::WriterLoop() {
     pending_ = false;
     if (stop_) return;
     lock.unlock();
-    flush();
+    WriteBatch();
     lock.lock();
   }
 }

@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -128,4 +129,37 @@ TEST_CASE("batched sink: lines from many threads all arrive when the sink ends")
       at = found + line.size();
     }
   }
+}
+
+TEST_CASE("batched sink: a logging thread never waits for the writer's write(2)") {
+  // The pipe's reader stops reading, so the writer thread blocks inside
+  // write(2) on a batch bigger than the pipe holds. A line logged then must
+  // still return at once (it only joins the next batch); before, the writer
+  // wrote under the sink's lock and every logging thread (the I/O threads,
+  // for each statement's audit line) waited for it. The 30 s bound only
+  // turns a hang into a failure; it is not a speed check.
+  Pipe p;
+  auto sink = std::make_shared<BatchedFdSink>(p.fds[1], std::chrono::milliseconds(1), 16 << 20);
+  auto logger = MakeLogger(sink);
+  std::string expected;
+  const std::string filler(1000, 'x');
+  for (int i = 0; i < 300; ++i) {  // ~300 KB, beyond the pipe's 64 KiB
+    logger->info("{} {}", i, filler);
+    expected += std::to_string(i) + " " + filler + "\n";
+  }
+  // Give the writer time to take the batch and block in write(2).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto logged = std::async(std::launch::async, [&logger] { logger->info("while blocked"); });
+  const bool returned = logged.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  // Unblock the writer whatever happened, then see every line, in order.
+  std::string got;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  expected += "while blocked\n";
+  while (got.size() < expected.size() && std::chrono::steady_clock::now() < deadline) {
+    got = p.Drain();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  logged.wait();
+  CHECK(returned);
+  CHECK(got == expected);
 }

@@ -6,7 +6,9 @@
 //
 // - A line is formatted and appended to a buffer under the sink's lock; a
 //   writer thread writes the buffer with one write(2) at most `interval`
-//   after the first line of a batch arrived.
+//   after the first line of a batch arrived. The writer takes the batch
+//   under the sink's lock and writes it outside: a logging thread (an I/O
+//   thread, for every statement's audit line) never waits for that write.
 // - Nothing is dropped: when the buffer reaches `max_buffered` bytes, the
 //   logging thread writes the whole buffer itself (it blocks for that one
 //   write, as spdlog's async_overflow_policy::block would).
@@ -47,11 +49,18 @@ class BatchedFdSink final : public spdlog::sinks::base_sink<std::mutex> {
 
  private:
   void WriterLoop();
+  void WriteBatch();
+  void WriteAll(const std::string& bytes);
 
   const int fd_;
   const std::chrono::milliseconds interval_;
   const size_t max_buffered_;
   std::string buffer_;  // guarded by base_sink::mutex_
+  // Held while a batch is written; taken while base_sink::mutex_ is held
+  // (never the other way round), so that batches reach the descriptor in
+  // the order their lines were logged.
+  std::mutex write_mutex_;
+  std::string writing_;  // the writer's batch; guarded by write_mutex_
   std::atomic<size_t> write_errors_{0};
   // Wakes the writer when a batch starts; separate from base_sink::mutex_,
   // which is only ever taken before this one.
