@@ -590,10 +590,13 @@ void Session::ArmDeadline(std::chrono::seconds timeout) {
 
 // After a read of the plain socket into read_head_. A real read, not
 // async_wait + read: Asio 1.74 re-arms the descriptor with an epoll_ctl on
-// every async_wait, while a read operation is tried at once only when the
-// socket signalled data since the last read came up short (a busy client's
-// next message is already here), and otherwise waits for the reactor
-// without a failed recv. read_head_ is small so that an idle session stays
+// every async_wait. A read operation costs a syscall too when nothing is
+// there yet: once a socket has signalled data, Asio tries every later read
+// at once (its reactor stops doing so only at end of stream, not when a
+// read comes up short), and a recv that finds nothing fails with EAGAIN
+// before the read waits for the reactor (bench/RESULTS.md, proxy: the
+// EAGAINs of two I/O threads). It wins when a busy client's next message is
+// already here. read_head_ is small so that an idle session stays
 // small (memory per idle client; docs/PROXY.md §2); when it fills, the rest
 // of a pipelined batch is taken at once without blocking.
 void Session::TakeRead(size_t n, std::chrono::seconds timeout, boost::system::error_code* ec) {
