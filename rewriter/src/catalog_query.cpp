@@ -12,7 +12,6 @@ namespace dpgate::rewriter::internal {
 
 namespace {
 
-using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
 // pg_class's columns that are statistics of the table's contents (its size).

@@ -1,5 +1,7 @@
 #include "dpgate/rewriter/plan_cache.h"
 
+#include <bit>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -43,7 +45,7 @@ std::string MakeKey(std::string_view sql, const SessionContext& session) {
 // and δ (MakeKey's fields).
 bool SameBits(const std::optional<double>& a, const std::optional<double>& b) {
   if (a.has_value() != b.has_value()) return false;
-  return !a.has_value() || std::memcmp(&*a, &*b, sizeof(double)) == 0;
+  return !a.has_value() || std::bit_cast<std::uint64_t>(*a) == std::bit_cast<std::uint64_t>(*b);
 }
 
 bool SameSession(const SessionContext& a, const SessionContext& b) {
