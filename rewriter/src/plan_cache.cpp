@@ -2,7 +2,6 @@
 
 #include <bit>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <utility>
 
@@ -24,9 +23,7 @@ void AppendNumber(std::string* key, const std::optional<double>& value) {
     AppendField(key, "-");
     return;
   }
-  uint64_t bits = 0;
-  std::memcpy(&bits, &*value, sizeof bits);
-  AppendField(key, std::to_string(bits));
+  AppendField(key, std::to_string(std::bit_cast<std::uint64_t>(*value)));
 }
 
 std::string MakeKey(std::string_view sql, const SessionContext& session) {
