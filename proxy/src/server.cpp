@@ -399,6 +399,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<std::optional<StatementReply>> RunLocalSessionStatement(
       const rewriter::StatementResult& st);
   void MaybeReleaseUpstream();
+  awaitable<bool> OpenImplicitBlock();
+  awaitable<void> CloseImplicitBlock(bool failed);
+  static const char* OutsideBlockOnly(const rewriter::StatementResult& st);
+  void SettleSessionSets(const rewriter::StatementResult& st, const std::string& tag);
   // kRelay: the caller is the simple query flow, which sends a forwarded
   // statement's answer as it comes; the extended flow converts formats and
   // honours row limits, so it collects.
@@ -488,6 +492,15 @@ class Session : public std::enable_shared_from_this<Session> {
   // The simple Query being run holds more than one statement: PostgreSQL
   // runs those in one implicit transaction block.
   bool multi_statement_query_ = false;
+  // dpgate sent BEGIN for the implicit block of the Query being run, and
+  // ends it with COMMIT or ROLLBACK after the Query's last statement.
+  bool implicit_block_ = false;
+  bool converting_block_ = false;  // the statement being run is a BEGIN inside it
+  // SETs run inside a transaction block, replayed (transaction pooling)
+  // only once it commits, and the savepoints made since, each with the
+  // number of those SETs before it.
+  std::vector<std::string> pending_session_sets_;
+  std::vector<std::pair<std::string, size_t>> savepoint_marks_;
   std::map<std::string, LocalCursor> local_cursors_;
   // SQL-level PREPAREd statements: name -> the PREPARE's text (REWRITER.md
   // §4.6). Same namespace as the protocol's named statements, as in
@@ -1057,6 +1070,10 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
 awaitable<bool> Session::EnsureUpstream() {
   if (upstream_ && !upstream_->broken()) co_return true;
   if (upstream_) upstream_.Discard();
+  // An open block died with the connection, and the SETs made in it.
+  implicit_block_ = false;
+  pending_session_sets_.clear();
+  savepoint_marks_.clear();
   Status st = co_await ConnectUpstream();
   if (!st.ok()) {
     SendError(MakeDiagnostic(st.error().code, st.error().message));
@@ -1102,9 +1119,58 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     co_return;
   }
   multi_statement_query_ = classified->size() > 1;
+  bool failed = false;
   for (const auto& st : *classified) {
+    using Control = rewriter::TransactionControl;
+    bool converts_block = false;  // a BEGIN that takes over the implicit block
+    bool ends_block = false;      // a COMMIT or ROLLBACK that ends it
+    if (multi_statement_query_) {
+      // PostgreSQL runs the statements of one Query in an implicit
+      // transaction block (§55.2.2): an error rolls back what came before
+      // it, and a cursor lives to the end of the Query. dpgate opens the
+      // block upstream with BEGIN before a statement that finds no
+      // transaction, and ends it after the last (docs/PROXY.md §1 item 10).
+      if (TransactionStatus() == 'I' && !implicit_block_) {
+        if (!co_await OpenImplicitBlock()) {
+          failed = true;
+          break;
+        }
+      }
+      if (implicit_block_) {
+        if (const char* what = OutsideBlockOnly(st)) {
+          // As PostgreSQL: these need a block the client opened.
+          SendError(MakeDiagnostic("25P01",
+                                   std::string(what) + " can only be used in transaction blocks"));
+          failed = true;
+          break;
+        }
+        converts_block = st.transaction == Control::kBegin;
+        ends_block = st.transaction == Control::kCommit || st.transaction == Control::kRollback;
+      }
+    }
+    converting_block_ = converts_block;
     auto reply = co_await RunStatement(st, nullptr, 0, Route::kRelay);
-    if (!reply.has_value()) break;
+    converting_block_ = false;
+    if (!reply.has_value()) {
+      failed = true;
+      break;
+    }
+    if (ends_block) {
+      // As PostgreSQL (xact.c, EndTransactionBlock): the implicit block is
+      // ended, with the warning a COMMIT outside a block gets.
+      reply->notices_before.insert(
+          reply->notices_before.begin(),
+          WithSeverity(MakeDiagnostic("25P01", "there is no transaction in progress"), "WARNING"));
+    }
+    if (st.transaction != Control::kNone) {
+      // BEGIN made the implicit block the client's own; COMMIT and
+      // ROLLBACK ended it. Either way dpgate no longer ends it.
+      if (st.transaction != Control::kSavepoint && st.transaction != Control::kRelease &&
+          st.transaction != Control::kRollbackTo) {
+        implicit_block_ = false;
+      }
+      DropEndedCursors();
+    }
     if (reply->relayed) continue;
     for (const auto& n : reply->notices_before) out_.NoticeResponse(n);
     if (reply->has_rows) {
@@ -1114,10 +1180,114 @@ awaitable<void> Session::HandleQuery(const std::string& sql) {
     out_.CommandComplete(reply->tag);
     for (const auto& n : reply->notices_after) out_.NoticeResponse(n);
   }
+  if (implicit_block_) co_await CloseImplicitBlock(failed);
   multi_statement_query_ = false;
   DropEndedCursors();
   out_.ReadyForQuery(TransactionStatus());
   MaybeReleaseUpstream();
+}
+
+// Opens a multi-statement Query's implicit transaction block upstream. False
+// (the error sent) when the upstream could not be reached.
+awaitable<bool> Session::OpenImplicitBlock() {
+  if (!upstream_ || upstream_->broken()) {
+    if (!co_await EnsureUpstream()) co_return false;
+  }
+  auto begun = co_await upstream_->Execute("BEGIN");
+  if (!begun.ok() || begun->error.has_value() || upstream_->TransactionStatus() != 'T') {
+    SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+    co_return false;
+  }
+  upstream_->TakeNotices();
+  implicit_block_ = true;
+  co_return true;
+}
+
+// Ends the implicit block after the Query's last statement: COMMIT when every
+// statement succeeded, ROLLBACK after an error, as PostgreSQL does.
+awaitable<void> Session::CloseImplicitBlock(bool failed) {
+  implicit_block_ = false;
+  if (!upstream_ || upstream_->broken()) {
+    pending_session_sets_.clear();
+    savepoint_marks_.clear();
+    co_return;
+  }
+  auto ended = co_await upstream_->Execute(failed ? "ROLLBACK" : "COMMIT");
+  for (const auto& n : upstream_->TakeNotices()) {
+    if (!failed) out_.NoticeResponse(n);
+  }
+  std::string tag = "ROLLBACK";
+  if (!ended.ok()) {
+    if (!failed)
+      SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
+  } else if (ended->error.has_value()) {
+    if (!failed) SendError(*ended->error);
+  } else {
+    tag = ended->command_tag;
+  }
+  rewriter::StatementResult commit;
+  commit.transaction = rewriter::TransactionControl::kCommit;
+  SettleSessionSets(commit, tag);
+}
+
+// The transaction-control statements PostgreSQL refuses in an implicit
+// block (xact.c: DefineSavepoint, ReleaseSavepoint, RollbackToSavepoint,
+// EndTransactionBlock and UserAbortTransactionBlock with chain), by the name
+// its error gives them; nullptr for the others.
+const char* Session::OutsideBlockOnly(const rewriter::StatementResult& st) {
+  using Control = rewriter::TransactionControl;
+  switch (st.transaction) {
+    case Control::kSavepoint:
+      return "SAVEPOINT";
+    case Control::kRelease:
+      return "RELEASE SAVEPOINT";
+    case Control::kRollbackTo:
+      return "ROLLBACK TO SAVEPOINT";
+    case Control::kCommit:
+      return st.transaction_chain ? "COMMIT AND CHAIN" : nullptr;
+    case Control::kRollback:
+      return st.transaction_chain ? "ROLLBACK AND CHAIN" : nullptr;
+    default:
+      return nullptr;
+  }
+}
+
+// A SET made inside a transaction block is replayed on the next pooled
+// connection (transaction pooling) only once that block commits; a ROLLBACK,
+// or ROLLBACK TO a savepoint made before it, undoes it as the upstream did.
+void Session::SettleSessionSets(const rewriter::StatementResult& st, const std::string& tag) {
+  using Control = rewriter::TransactionControl;
+  switch (st.transaction) {
+    case Control::kSavepoint:
+      savepoint_marks_.push_back({st.savepoint, pending_session_sets_.size()});
+      return;
+    case Control::kRelease:
+    case Control::kRollbackTo: {
+      const std::string name = st.savepoint;
+      for (size_t i = savepoint_marks_.size(); i-- > 0;) {
+        if (savepoint_marks_[i].first != name) continue;
+        if (st.transaction == Control::kRollbackTo) {
+          pending_session_sets_.resize(savepoint_marks_[i].second);
+          savepoint_marks_.resize(i + 1);  // the savepoint stays
+        } else {
+          savepoint_marks_.resize(i);
+        }
+        break;
+      }
+      return;
+    }
+    case Control::kCommit:
+    case Control::kRollback:
+      if (st.transaction == Control::kCommit && tag == "COMMIT") {
+        session_sets_.insert(session_sets_.end(), pending_session_sets_.begin(),
+                             pending_session_sets_.end());
+      }
+      pending_session_sets_.clear();
+      savepoint_marks_.clear();
+      return;
+    default:
+      return;
+  }
 }
 
 void Session::SendRefusal(const rewriter::StatementResult& st,
@@ -1145,6 +1315,13 @@ awaitable<std::optional<StatementReply>> Session::Forward(const std::string& sql
   }
   StatementReply reply;
   reply.notices_before = upstream_->TakeNotices();
+  if (converting_block_) {
+    // PostgreSQL turns an implicit block into the client's silently; the
+    // upstream, inside dpgate's BEGIN, warns "already in progress".
+    std::erase_if(reply.notices_before, [](const wire::Diagnostic& n) {
+      return n.sqlstate == "25001" && n.severity == "WARNING";
+    });
+  }
   if (!outcome.ok()) {
     for (const auto& n : reply.notices_before) out_.NoticeResponse(n);
     SendError(MakeDiagnostic("08006", "the connection to the upstream database was lost"));
@@ -1271,13 +1448,21 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
           state_.config.upstream.pool_mode == config::PoolMode::kTransaction &&
           (reply->tag == "SET" || reply->tag == "RESET") && sql.rfind("SET LOCAL", 0) != 0) {
         // Replayed on the next pooled connection (docs/CONFIG.md, pooling).
-        if (session_sets_.size() >= kMaxSessionSets) {
+        if (session_sets_.size() + pending_session_sets_.size() >= kMaxSessionSets) {
           SendError(MakeDiagnostic("54000", "too many SET statements in one session",
                                    "with upstream.pool_mode: transaction dpgate replays at most " +
                                        std::to_string(kMaxSessionSets)));
           co_return std::nullopt;
         }
-        session_sets_.push_back(sql);
+        // Inside a transaction block it waits for the block's COMMIT.
+        if (TransactionStatus() == 'I') {
+          session_sets_.push_back(sql);
+        } else {
+          pending_session_sets_.push_back(sql);
+        }
+      }
+      if (reply.has_value() && st.transaction != rewriter::TransactionControl::kNone) {
+        SettleSessionSets(st, reply->tag);
       }
       Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
       co_return reply;

@@ -1007,6 +1007,31 @@ Result<StatementResult> ClassifyTransaction(StatementResult result, const Contex
       }
     }
   }
+  switch (transaction.kind()) {
+    case pb::TRANS_STMT_BEGIN:
+    case pb::TRANS_STMT_START:
+      result.transaction = TransactionControl::kBegin;
+      break;
+    case pb::TRANS_STMT_COMMIT:
+      result.transaction = TransactionControl::kCommit;
+      break;
+    case pb::TRANS_STMT_ROLLBACK:
+      result.transaction = TransactionControl::kRollback;
+      break;
+    case pb::TRANS_STMT_SAVEPOINT:
+      result.transaction = TransactionControl::kSavepoint;
+      break;
+    case pb::TRANS_STMT_RELEASE:
+      result.transaction = TransactionControl::kRelease;
+      break;
+    case pb::TRANS_STMT_ROLLBACK_TO:
+      result.transaction = TransactionControl::kRollbackTo;
+      break;
+    default:
+      break;
+  }
+  result.transaction_chain = transaction.chain();
+  result.savepoint = transaction.savepoint_name();
   result.statement_class = StatementClass::kSession;
   result.rewritten_sql = SessionText(result);
   return result;

@@ -51,6 +51,19 @@ enum class DpgateCommandKind {
 };
 const char* ToString(DpgateCommandKind kind);
 
+// A transaction-control statement (kSession). The proxy needs the kind to
+// run a multi-statement simple Query as one implicit transaction block, as
+// PostgreSQL does (docs/PROXY.md §1 item 10).
+enum class TransactionControl {
+  kNone,
+  kBegin,       // BEGIN, START TRANSACTION
+  kCommit,      // COMMIT, END
+  kRollback,    // ROLLBACK, ABORT
+  kSavepoint,   // SAVEPOINT name
+  kRelease,     // RELEASE [SAVEPOINT] name
+  kRollbackTo,  // ROLLBACK TO [SAVEPOINT] name
+};
+
 struct StatementResult {
   StatementClass statement_class = StatementClass::kRefused;
   // For kRefused: code is an SQLSTATE (42501 denied relation or function,
@@ -74,6 +87,9 @@ struct StatementResult {
   // docs/REWRITER.md §3.3). The proxy also refuses a statement with it set.
   bool reads_size_catalog = false;
   DpgateCommandKind command = DpgateCommandKind::kNone;
+  TransactionControl transaction = TransactionControl::kNone;
+  bool transaction_chain = false;       // COMMIT / ROLLBACK AND CHAIN
+  std::string savepoint;                // SAVEPOINT, RELEASE, ROLLBACK TO: its name
   std::optional<double> command_value;  // for kSetEpsilon / kSetDelta
   // For an accepted SET/RESET search_path: the session's new path, which the
   // proxy keeps and passes back in SessionContext (it never forwards it).
