@@ -26,6 +26,7 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -402,7 +403,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<bool> OpenImplicitBlock();
   awaitable<void> CloseImplicitBlock(bool failed);
   static const char* OutsideBlockOnly(const rewriter::StatementResult& st);
-  void SettleSessionSets(const rewriter::StatementResult& st, const std::string& tag);
+  void SettleTransaction(const rewriter::StatementResult& st, const std::string& tag);
   // kRelay: the caller is the simple query flow, which sends a forwarded
   // statement's answer as it comes; the extended flow converts formats and
   // honours row limits, so it collects.
@@ -422,6 +423,7 @@ class Session : public std::enable_shared_from_this<Session> {
                                                               const BoundParameters* parameters);
   awaitable<std::optional<StatementReply>> RunSqlPrepared(const rewriter::StatementResult& st);
   void DropEndedCursors();
+  void DropCursorsOfBlock();
   void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
   void SendRefusal(const rewriter::StatementResult& st,
                    std::chrono::steady_clock::time_point started);
@@ -501,6 +503,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // number of those SETs before it.
   std::vector<std::string> pending_session_sets_;
   std::vector<std::pair<std::string, size_t>> savepoint_marks_;
+  // Cursors declared in the open transaction block: a ROLLBACK removes them,
+  // WITH HOLD ones too, as PostgreSQL removes the portals of an aborted
+  // transaction.
+  std::set<std::string> cursors_in_block_;
   std::map<std::string, LocalCursor> local_cursors_;
   // SQL-level PREPAREd statements: name -> the PREPARE's text (REWRITER.md
   // §4.6). Same namespace as the protocol's named statements, as in
@@ -1070,10 +1076,12 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
 awaitable<bool> Session::EnsureUpstream() {
   if (upstream_ && !upstream_->broken()) co_return true;
   if (upstream_) upstream_.Discard();
-  // An open block died with the connection, and the SETs made in it.
+  // An open block died with the connection, and the SETs and cursors made
+  // in it.
   implicit_block_ = false;
   pending_session_sets_.clear();
   savepoint_marks_.clear();
+  DropCursorsOfBlock();
   Status st = co_await ConnectUpstream();
   if (!st.ok()) {
     SendError(MakeDiagnostic(st.error().code, st.error().message));
@@ -1210,6 +1218,7 @@ awaitable<void> Session::CloseImplicitBlock(bool failed) {
   if (!upstream_ || upstream_->broken()) {
     pending_session_sets_.clear();
     savepoint_marks_.clear();
+    DropCursorsOfBlock();
     co_return;
   }
   auto ended = co_await upstream_->Execute(failed ? "ROLLBACK" : "COMMIT");
@@ -1227,7 +1236,7 @@ awaitable<void> Session::CloseImplicitBlock(bool failed) {
   }
   rewriter::StatementResult commit;
   commit.transaction = rewriter::TransactionControl::kCommit;
-  SettleSessionSets(commit, tag);
+  SettleTransaction(commit, tag);
 }
 
 // The transaction-control statements PostgreSQL refuses in an implicit
@@ -1255,7 +1264,7 @@ const char* Session::OutsideBlockOnly(const rewriter::StatementResult& st) {
 // A SET made inside a transaction block is replayed on the next pooled
 // connection (transaction pooling) only once that block commits; a ROLLBACK,
 // or ROLLBACK TO a savepoint made before it, undoes it as the upstream did.
-void Session::SettleSessionSets(const rewriter::StatementResult& st, const std::string& tag) {
+void Session::SettleTransaction(const rewriter::StatementResult& st, const std::string& tag) {
   using Control = rewriter::TransactionControl;
   switch (st.transaction) {
     case Control::kSavepoint:
@@ -1281,9 +1290,12 @@ void Session::SettleSessionSets(const rewriter::StatementResult& st, const std::
       if (st.transaction == Control::kCommit && tag == "COMMIT") {
         session_sets_.insert(session_sets_.end(), pending_session_sets_.begin(),
                              pending_session_sets_.end());
+      } else {
+        DropCursorsOfBlock();
       }
       pending_session_sets_.clear();
       savepoint_marks_.clear();
+      cursors_in_block_.clear();
       return;
     default:
       return;
@@ -1462,7 +1474,7 @@ awaitable<std::optional<StatementReply>> Session::RunStatement(const rewriter::S
         }
       }
       if (reply.has_value() && st.transaction != rewriter::TransactionControl::kNone) {
-        SettleSessionSets(st, reply->tag);
+        SettleTransaction(st, reply->tag);
       }
       Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
       co_return reply;
@@ -1503,7 +1515,10 @@ awaitable<std::optional<StatementReply>> Session::RunCursorStatement(
     }
     if (st.statement_class != rewriter::StatementClass::kPrivateAggregate) {
       auto reply = co_await Forward(st.rewritten_sql, parameters, 0);
-      if (reply.has_value()) upstream_cursors_[cursor.name] = cursor.hold;
+      if (reply.has_value()) {
+        upstream_cursors_[cursor.name] = cursor.hold;
+        if (TransactionStatus() != 'I') cursors_in_block_.insert(cursor.name);
+      }
       Audit(st, reply.has_value() ? "forwarded" : "upstream_error", 0, 0, 0, started);
       co_return reply;
     }
@@ -1520,6 +1535,7 @@ awaitable<std::optional<StatementReply>> Session::RunCursorStatement(
     local.rows = std::move(released->rows);
     local.hold = cursor.hold;
     local_cursors_[cursor.name] = std::move(local);
+    if (TransactionStatus() != 'I') cursors_in_block_.insert(cursor.name);
     StatementReply reply;
     reply.tag = "DECLARE CURSOR";
     reply.notices_before = std::move(released->notices_before);
@@ -1628,6 +1644,14 @@ awaitable<std::optional<StatementReply>> Session::RunSqlPrepared(
 
 // A cursor declared without HOLD ends with its transaction, as in
 // PostgreSQL (upstream ones end there by themselves: forget their names).
+void Session::DropCursorsOfBlock() {
+  for (const auto& name : cursors_in_block_) {
+    local_cursors_.erase(name);
+    upstream_cursors_.erase(name);
+  }
+  cursors_in_block_.clear();
+}
+
 void Session::DropEndedCursors() {
   if (TransactionStatus() != 'I') return;
   for (auto it = local_cursors_.begin(); it != local_cursors_.end();) {

@@ -91,6 +91,14 @@ const std::vector<std::string> kScript = {
     "FETCH d",
     // A COMMIT in the middle of a Query ends the cursors of its block there.
     "BEGIN; DECLARE e CURSOR FOR SELECT 1; COMMIT; FETCH e",
+    // A WITH HOLD cursor outlives a block that commits, not one that rolls
+    // back (explicitly, or implicitly after an error).
+    "BEGIN; DECLARE h1 CURSOR WITH HOLD FOR SELECT 1; ROLLBACK; FETCH h1",
+    "FETCH h1",
+    "DECLARE h2 CURSOR WITH HOLD FOR SELECT 2; SELECT 1/0",
+    "FETCH h2",
+    "DECLARE h3 CURSOR WITH HOLD FOR SELECT 3; SELECT 1",
+    "FETCH h3; CLOSE h3",
     // Errors inside the client's own block leave it failed.
     "BEGIN; SELECT 1/0; SELECT 2",
     "SELECT 3",
@@ -114,6 +122,7 @@ TEST_CASE("a multi-statement Query is one implicit transaction block, as in Post
   CHECK(Transcript(via.get(), "SHOW statement_timeout").find(" 8s\n") != std::string::npos);
 }
 
+// dpgate's own cursors (over a private aggregate) follow the same rules.
 TEST_CASE("a private aggregate's cursor lives to the end of its multi-statement Query") {
   ServeFixture f;
   pqxx::connection c(f.Dsn("alice", kAlicePassword));
@@ -132,6 +141,23 @@ TEST_CASE("a private aggregate's cursor lives to the end of its multi-statement 
   CHECK(dpgate::testing::RemainingEpsilon(tx) == Approx(before - 0.5));
   const std::string after = Transcript(raw.get(), "FETCH 1 FROM p");
   CHECK(after.find("34000") != std::string::npos);  // invalid_cursor_name
+
+  // WITH HOLD: kept after a block that commits, removed after one that
+  // rolls back, as PostgreSQL removes an aborted transaction's cursors.
+  const std::string kept =
+      Transcript(raw.get(), "DECLARE k CURSOR WITH HOLD FOR SELECT count(*) FROM people; SELECT 1");
+  INFO(kept);
+  CHECK(Transcript(raw.get(), "FETCH 1 FROM k").find("PGRES_TUPLES_OK  FETCH 1") !=
+        std::string::npos);
+  const std::string dropped = Transcript(
+      raw.get(), "DECLARE g CURSOR WITH HOLD FOR SELECT count(*) FROM people; SELECT 1/0");
+  INFO(dropped);
+  CHECK(dropped.find("22012") != std::string::npos);
+  CHECK(Transcript(raw.get(), "FETCH 1 FROM g").find("34000") != std::string::npos);
+  CHECK(Transcript(raw.get(),
+                   "BEGIN; DECLARE r CURSOR WITH HOLD FOR SELECT count(*) FROM "
+                   "people; ROLLBACK; FETCH 1 FROM r")
+            .find("34000") != std::string::npos);
 }
 
 // In transaction pooling dpgate replays a session's SETs on the next pooled
