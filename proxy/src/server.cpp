@@ -404,6 +404,7 @@ class Session : public std::enable_shared_from_this<Session> {
   awaitable<void> CloseImplicitBlock(bool failed);
   static const char* OutsideBlockOnly(const rewriter::StatementResult& st);
   void SettleTransaction(const rewriter::StatementResult& st, const std::string& tag);
+  void EndTransaction(bool committed);
   // kRelay: the caller is the simple query flow, which sends a forwarded
   // statement's answer as it comes; the extended flow converts formats and
   // honours row limits, so it collects.
@@ -423,7 +424,6 @@ class Session : public std::enable_shared_from_this<Session> {
                                                               const BoundParameters* parameters);
   awaitable<std::optional<StatementReply>> RunSqlPrepared(const rewriter::StatementResult& st);
   void DropEndedCursors();
-  void DropCursorsOfBlock();
   void SendError(const wire::Diagnostic& d) { out_.ErrorResponse(d); }
   void SendRefusal(const rewriter::StatementResult& st,
                    std::chrono::steady_clock::time_point started);
@@ -1076,12 +1076,9 @@ std::optional<std::optional<StatementReply>> Session::RunLocalSessionStatement(
 awaitable<bool> Session::EnsureUpstream() {
   if (upstream_ && !upstream_->broken()) co_return true;
   if (upstream_) upstream_.Discard();
-  // An open block died with the connection, and the SETs and cursors made
-  // in it.
+  // An open block died with the connection, and what was made in it.
   implicit_block_ = false;
-  pending_session_sets_.clear();
-  savepoint_marks_.clear();
-  DropCursorsOfBlock();
+  EndTransaction(false);
   Status st = co_await ConnectUpstream();
   if (!st.ok()) {
     SendError(MakeDiagnostic(st.error().code, st.error().message));
@@ -1216,9 +1213,7 @@ awaitable<bool> Session::OpenImplicitBlock() {
 awaitable<void> Session::CloseImplicitBlock(bool failed) {
   implicit_block_ = false;
   if (!upstream_ || upstream_->broken()) {
-    pending_session_sets_.clear();
-    savepoint_marks_.clear();
-    DropCursorsOfBlock();
+    EndTransaction(false);
     co_return;
   }
   auto ended = co_await upstream_->Execute(failed ? "ROLLBACK" : "COMMIT");
@@ -1234,9 +1229,7 @@ awaitable<void> Session::CloseImplicitBlock(bool failed) {
   } else {
     tag = ended->command_tag;
   }
-  rewriter::StatementResult commit;
-  commit.transaction = rewriter::TransactionControl::kCommit;
-  SettleTransaction(commit, tag);
+  EndTransaction(tag == "COMMIT");
 }
 
 // The transaction-control statements PostgreSQL refuses in an implicit
@@ -1261,9 +1254,10 @@ const char* Session::OutsideBlockOnly(const rewriter::StatementResult& st) {
   }
 }
 
-// A SET made inside a transaction block is replayed on the next pooled
-// connection (transaction pooling) only once that block commits; a ROLLBACK,
-// or ROLLBACK TO a savepoint made before it, undoes it as the upstream did.
+// After a transaction-control statement the client ran: a SET made inside a
+// transaction block is replayed on the next pooled connection (transaction
+// pooling) only once that block commits; a ROLLBACK, or ROLLBACK TO a
+// savepoint made before it, undoes it as the upstream did.
 void Session::SettleTransaction(const rewriter::StatementResult& st, const std::string& tag) {
   using Control = rewriter::TransactionControl;
   switch (st.transaction) {
@@ -1272,9 +1266,8 @@ void Session::SettleTransaction(const rewriter::StatementResult& st, const std::
       return;
     case Control::kRelease:
     case Control::kRollbackTo: {
-      const std::string name = st.savepoint;
       for (size_t i = savepoint_marks_.size(); i-- > 0;) {
-        if (savepoint_marks_[i].first != name) continue;
+        if (savepoint_marks_[i].first != st.savepoint) continue;
         if (st.transaction == Control::kRollbackTo) {
           pending_session_sets_.resize(savepoint_marks_[i].second);
           savepoint_marks_.resize(i + 1);  // the savepoint stays
@@ -1287,19 +1280,31 @@ void Session::SettleTransaction(const rewriter::StatementResult& st, const std::
     }
     case Control::kCommit:
     case Control::kRollback:
-      if (st.transaction == Control::kCommit && tag == "COMMIT") {
-        session_sets_.insert(session_sets_.end(), pending_session_sets_.begin(),
-                             pending_session_sets_.end());
-      } else {
-        DropCursorsOfBlock();
-      }
-      pending_session_sets_.clear();
-      savepoint_marks_.clear();
-      cursors_in_block_.clear();
+      // A COMMIT of a failed block answers ROLLBACK.
+      EndTransaction(st.transaction == Control::kCommit && tag == "COMMIT");
       return;
     default:
       return;
   }
+}
+
+// The open transaction block ended: its SETs join the replayed ones if it
+// committed; if it rolled back (or died with its connection), the cursors it
+// declared go, WITH HOLD ones too, as PostgreSQL drops an aborted
+// transaction's portals.
+void Session::EndTransaction(bool committed) {
+  if (committed) {
+    session_sets_.insert(session_sets_.end(), pending_session_sets_.begin(),
+                         pending_session_sets_.end());
+  } else {
+    for (const auto& name : cursors_in_block_) {
+      local_cursors_.erase(name);
+      upstream_cursors_.erase(name);
+    }
+  }
+  pending_session_sets_.clear();
+  savepoint_marks_.clear();
+  cursors_in_block_.clear();
 }
 
 void Session::SendRefusal(const rewriter::StatementResult& st,
@@ -1644,14 +1649,6 @@ awaitable<std::optional<StatementReply>> Session::RunSqlPrepared(
 
 // A cursor declared without HOLD ends with its transaction, as in
 // PostgreSQL (upstream ones end there by themselves: forget their names).
-void Session::DropCursorsOfBlock() {
-  for (const auto& name : cursors_in_block_) {
-    local_cursors_.erase(name);
-    upstream_cursors_.erase(name);
-  }
-  cursors_in_block_.clear();
-}
-
 void Session::DropEndedCursors() {
   if (TransactionStatus() != 'I') return;
   for (auto it = local_cursors_.begin(); it != local_cursors_.end();) {

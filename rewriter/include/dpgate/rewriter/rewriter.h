@@ -87,10 +87,10 @@ struct StatementResult {
   // docs/REWRITER.md §3.3). The proxy also refuses a statement with it set.
   bool reads_size_catalog = false;
   DpgateCommandKind command = DpgateCommandKind::kNone;
-  TransactionControl transaction = TransactionControl::kNone;
-  bool transaction_chain = false;       // COMMIT / ROLLBACK AND CHAIN
-  std::string savepoint;                // SAVEPOINT, RELEASE, ROLLBACK TO: its name
   std::optional<double> command_value;  // for kSetEpsilon / kSetDelta
+  TransactionControl transaction = TransactionControl::kNone;
+  bool transaction_chain = false;  // COMMIT / ROLLBACK AND CHAIN
+  std::string savepoint;           // SAVEPOINT, RELEASE, ROLLBACK TO: its name
   // For an accepted SET/RESET search_path: the session's new path, which the
   // proxy keeps and passes back in SessionContext (it never forwards it).
   std::optional<std::vector<std::string>> new_search_path;
