@@ -26,10 +26,14 @@ size_t BatchedFdSink::write_errors() const {
 }
 
 void BatchedFdSink::sink_it_(const spdlog::details::log_msg& msg) {
-  spdlog::memory_buf_t formatted;
-  formatter_->format(msg, formatted);
   const bool starts_batch = buffer_.empty();
-  buffer_.append(formatted.data(), formatted.size());
+  if (line_formatter_ != nullptr) {
+    line_formatter_->AppendTo(msg, buffer_);
+  } else {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    buffer_.append(formatted.data(), formatted.size());
+  }
   if (buffer_.size() >= max_buffered_) {
     // Full: this thread writes the batch itself rather than drop a line.
     flush_();
@@ -40,6 +44,12 @@ void BatchedFdSink::sink_it_(const spdlog::details::log_msg& msg) {
     pending_ = true;
     signal_.notify_one();
   }
+}
+
+// Under base_sink::mutex_ (set_formatter and set_pattern both come here).
+void BatchedFdSink::set_formatter_(std::unique_ptr<spdlog::formatter> formatter) {
+  formatter_ = std::move(formatter);
+  line_formatter_ = dynamic_cast<LogLineFormatter*>(formatter_.get());
 }
 
 // Under base_sink::mutex_; after the writer's batch in flight, if any (it

@@ -17,9 +17,22 @@ void Append(spdlog::memory_buf_t& dest, std::string_view s) {
   dest.append(s.data(), s.data() + s.size());
 }
 
+void Append(std::string& dest, std::string_view s) {
+  dest.append(s.data(), s.size());
+}
+
 }  // namespace
 
 void LogLineFormatter::format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) {
+  Write(msg, dest);
+}
+
+void LogLineFormatter::AppendTo(const spdlog::details::log_msg& msg, std::string& dest) {
+  Write(msg, dest);
+}
+
+template <typename Destination>
+void LogLineFormatter::Write(const spdlog::details::log_msg& msg, Destination& dest) {
   const auto since_epoch = msg.time.time_since_epoch();
   const auto second = std::chrono::floor<std::chrono::seconds>(since_epoch);
   if (second != cached_second_) {
@@ -49,7 +62,7 @@ void LogLineFormatter::format(const spdlog::details::log_msg& msg, spdlog::memor
   const auto level = spdlog::level::to_string_view(msg.level);
   Append(dest, std::string_view(level.data(), level.size()));
   dest.push_back(' ');
-  dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+  Append(dest, std::string_view(msg.payload.data(), msg.payload.size()));
   Append(dest, spdlog::details::os::default_eol);
 }
 

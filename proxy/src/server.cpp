@@ -38,6 +38,7 @@
 #include "dpgate/proxy/scram.h"
 #include "dpgate/rewriter/plan_cache.h"
 #include "dpgate/rewriter/rewriter.h"
+#include "read_speculation.h"
 #include "upstream.h"
 #include "upstream_pool.h"
 
@@ -451,18 +452,94 @@ class Session : public std::enable_shared_from_this<Session> {
     b.mechanism = state_.config.query.mechanism;
     return b;
   }
-  void Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
+  void Audit(const rewriter::StatementResult& st, std::string_view outcome, double epsilon,
              double delta, size_t rows, std::chrono::steady_clock::time_point started) const;
-  mutable std::string audit_line_;       // Audit's storage, kept between statements
+  mutable std::string audit_line_;  // Audit's storage, kept between statements
+  // The start of the last audit line, up to the dataset, and what it was
+  // made from: a client that repeats a statement has the same one.
+  mutable std::string audit_head_;
+  mutable std::string audit_head_fingerprint_;
+  mutable std::string audit_head_dataset_;
+  mutable rewriter::StatementClass audit_head_class_ = rewriter::StatementClass::kRefused;
   rewriter::PlanCache::Memo plan_memo_;  // this session's last classification
   // The simple query flow's hot path (docs/PROXY.md §1 item 4).
   enum class FlushState { kDone, kPending, kFailed };
   FlushState FlushNow();
   const rewriter::StatementResult* RelayableAlone(
-      const rewriter::PlanCache::Statements& classified);
+      const std::vector<rewriter::StatementResult>& classified);
   void ReportRelayed(const Result<RelayedStatement>& relayed);
+  // A relayed statement's two halves, around the reads of its answer: the
+  // same for the coroutine above and the relay path below. `send_error`:
+  // why BeginRelayed could not send the Query, or null.
+  Result<bool> BeginRelayed(const rewriter::StatementResult& alone);
+  void EndRelayed(const rewriter::StatementResult& alone, const Error* send_error,
+                  std::chrono::steady_clock::time_point started);
   wire::Frame frame_;       // the message being handled; its storage is reused
   std::string query_text_;  // a Query's SQL, likewise
+
+  // ---- The relay path (docs/PROXY.md §1 item 4) ----
+  // While a plain-socket client sends Queries that are relayed whole (one
+  // public or catalog statement), completion handlers run them rather than
+  // the coroutine: Run awaits the relay path once, and it comes back only
+  // with a message it does not run (kFrame: it is in frame_), malformed
+  // input (kMalformed: relay_error_), or the end of the connection. A
+  // co_await of an Asio operation costs a coroutine frame for its
+  // initiation and a dispatch through the awaitable's executor for its
+  // completion, twice per statement; a handler costs neither
+  // (bench/RESULTS.md, proxy).
+  //
+  // Lifetime: the handlers hold `this` without owning it. While they run,
+  // Run is suspended in RunRelayPath, and the coroutine (which owns the
+  // session through co_spawn's lambda) resumes only through relay_resume_,
+  // which RelayExit posts after the last handler's work.
+  enum class RelayExit { kFrame, kMalformed, kClosed, kDraining };
+  awaitable<RelayExit> RunRelayPath();
+  void RelayReadClient();
+  void RelayNextFrames();
+  void RelayContinue();
+  void RelayReadUpstream();
+  bool RelayFinishStatement();
+  void RelayExitWith(RelayExit why);
+  template <typename Work>
+  void Guarded(Work&& work);
+  // The suspended coroutine's completion handler, whatever its type.
+  class ResumeHandler {
+   public:
+    template <typename Handler>
+    void Hold(Handler handler) {
+      held_ = std::make_unique<Held<Handler>>(std::move(handler));
+    }
+    // Nothing of this object is touched after the handler has run (it may
+    // end the session).
+    void Resume() {
+      std::unique_ptr<Base> held = std::move(held_);
+      held->Call();
+    }
+
+   private:
+    struct Base {
+      virtual ~Base() = default;
+      virtual void Call() = 0;
+    };
+    template <typename Handler>
+    struct Held final : Base {
+      explicit Held(Handler h) : handler(std::move(h)) {}
+      void Call() override { std::move(handler)(); }
+      Handler handler;
+    };
+    std::unique_ptr<Base> held_;
+  };
+  ResumeHandler relay_resume_;
+  RelayExit relay_exit_ = RelayExit::kClosed;
+  Error relay_error_;                           // kMalformed's reason
+  rewriter::PlanCache::Statements relay_plan_;  // its text, when too long for the memo
+  const rewriter::StatementResult* relay_statement_ = nullptr;
+  std::optional<Error> relay_send_error_;
+  std::chrono::steady_clock::time_point relay_started_;
+  // The relay path's reads of each socket skip Asio's recv when it would
+  // find nothing (read_speculation.h).
+  ReadSpeculation client_reads_;
+  ReadSpeculation upstream_reads_;
 
   ServerState& state_;
   tcp::socket socket_;
@@ -647,28 +724,22 @@ awaitable<void> Session::Run() {
       if (tls_active_) {
         if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
       } else {
-        // ReadFrame's loop, here rather than in a coroutine of its own: the
-        // next message of a busy client costs no coroutine frame.
-        bool have = false;
-        while (true) {
-          auto next = decoder_.Next(&frame);
-          if (!next.ok()) {
-            // Malformed input ends this connection, never the process.
-            co_await Fatal(next.error().code, next.error().message);
-            break;
-          }
-          if (*next) {
-            have = true;
-            break;
-          }
-          ArmDeadline(state_.options.idle_timeout);
-          boost::system::error_code ec;
-          const size_t n = co_await socket_.async_read_some(
-              asio::buffer(read_head_), asio::redirect_error(use_awaitable, ec));
-          TakeRead(n, state_.options.idle_timeout, &ec);
-          if (ec) break;  // closed, reset, or timed out: nothing to answer
+        auto next = decoder_.Next(&frame);
+        if (!next.ok()) {
+          // Malformed input ends this connection, never the process.
+          co_await Fatal(next.error().code, next.error().message);
+          break;
         }
-        if (!have) break;
+        if (!*next) {
+          // Nothing buffered: the relay path reads, runs every relayable
+          // Query itself, and hands back the first message it does not run.
+          const RelayExit exit = co_await RunRelayPath();
+          if (exit == RelayExit::kMalformed) {
+            co_await Fatal(relay_error_.code, relay_error_.message);
+            break;
+          }
+          if (exit != RelayExit::kFrame) break;  // closed, reset, timed out, or draining
+        }
       }
       if (frame.type == 'X') break;
       if (frame.type == 'Q') {
@@ -688,20 +759,14 @@ awaitable<void> Session::Run() {
         // per statement (docs/PROXY.md §1 item 4). Everything else, and
         // anything this path does not expect, goes to HandleQuery.
         const auto started = std::chrono::steady_clock::now();
-        auto classified = state_.plans.Classify(query_text_, rw_session_, &plan_memo_);
+        rewriter::PlanCache::Statements owner;  // a text too long for the memo
+        auto classified = state_.plans.ClassifyKept(query_text_, rw_session_, &plan_memo_, &owner);
         const rewriter::StatementResult* alone =
-            classified.ok() ? RelayableAlone(*classified) : nullptr;
+            classified.ok() ? RelayableAlone(**classified) : nullptr;
         if (alone == nullptr) {
           co_await HandleQuery(query_text_);
         } else {
-          // As HandleQuery: a simple Query ends the unnamed statement and
-          // portal (§55.2.2).
-          statements_.erase("");
-          portals_.erase("");
-          for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
-          const std::string& text =
-              alone->rewritten_sql.empty() ? alone->original_sql : alone->rewritten_sql;
-          auto sent = upstream_->StartRelay(text, out_);
+          auto sent = BeginRelayed(*alone);
           using Progress = UpstreamConnection::RelayProgress;
           Progress progress = Progress::kLost;
           // No co_await inside ?: or || : GCC 12 miscompiles those.
@@ -717,15 +782,7 @@ awaitable<void> Session::Run() {
                 upstream_->RelayReadBuffer(), asio::redirect_error(use_awaitable, ec));
             progress = upstream_->RelayReceived(ec, n, out_);
           }
-          const Result<RelayedStatement> relayed =
-              sent.ok() ? upstream_->TakeRelayed() : Result<RelayedStatement>(sent.error());
-          ReportRelayed(relayed);
-          Audit(*alone,
-                relayed.ok() && !relayed->error.has_value() ? "forwarded" : "upstream_error", 0, 0,
-                0, started);
-          DropEndedCursors();
-          out_.ReadyForQuery(TransactionStatus());
-          MaybeReleaseUpstream();
+          EndRelayed(*alone, sent.ok() ? nullptr : &sent.error(), started);
         }
         busy_ = false;
         const FlushState flushed = FlushNow();
@@ -833,6 +890,7 @@ awaitable<bool> Session::Startup() {
   }
   if (!co_await Authenticate(*user)) co_return false;
   analyst_ = *user;
+  audit_head_.clear();  // Audit's cached start holds the analyst
   rw_session_.user = analyst_;
   epsilon_ = state_.config.query.epsilon;
   delta_ = state_.config.query.delta;
@@ -936,7 +994,7 @@ awaitable<bool> Session::Authenticate(const std::string& user) {
   co_return true;
 }
 
-void Session::Audit(const rewriter::StatementResult& st, const std::string& outcome, double epsilon,
+void Session::Audit(const rewriter::StatementResult& st, std::string_view outcome, double epsilon,
                     double delta, size_t rows,
                     std::chrono::steady_clock::time_point started) const {
   spdlog::logger* log = spdlog::default_logger_raw();
@@ -944,20 +1002,29 @@ void Session::Audit(const rewriter::StatementResult& st, const std::string& outc
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - started)
                       .count();
+  using namespace std::string_view_literals;
   // One structured line per statement. Never the SQL's values or any row:
   // the fingerprint identifies the query shape (DESIGN.md §1, "logs").
   // Built by hand into storage the session keeps (the line is written once
   // per statement, also on the relay's hot path); numbers as fmt's "{}"
   // writes them, so the line reads as it always has.
+  if (audit_head_.empty() || st.statement_class != audit_head_class_ ||
+      st.fingerprint_hex != audit_head_fingerprint_ || st.dataset != audit_head_dataset_) {
+    std::string& head = audit_head_;
+    head.assign("audit analyst="sv);
+    head += analyst_;
+    head += " class="sv;
+    head += rewriter::ToString(st.statement_class);
+    head += " fingerprint="sv;
+    head += st.fingerprint_hex;
+    head += " dataset="sv;
+    head += st.dataset.empty() ? std::string_view("-") : std::string_view(st.dataset);
+    audit_head_class_ = st.statement_class;
+    audit_head_fingerprint_ = st.fingerprint_hex;
+    audit_head_dataset_ = st.dataset;
+  }
   std::string& line = audit_line_;
-  line.assign("audit analyst=");
-  line += analyst_;
-  line += " class=";
-  line += rewriter::ToString(st.statement_class);
-  line += " fingerprint=";
-  line += st.fingerprint_hex;
-  line += " dataset=";
-  line += st.dataset.empty() ? std::string_view("-") : std::string_view(st.dataset);
+  line.assign(audit_head_);
   const auto number = [&line](double v) {
     if (v == 0 && !std::signbit(v)) {
       line += '0';
@@ -970,15 +1037,15 @@ void Session::Audit(const rewriter::StatementResult& st, const std::string& outc
     const auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
     line.append(digits, end);
   };
-  line += " epsilon=";
+  line += " epsilon="sv;
   number(epsilon);
-  line += " delta=";
+  line += " delta="sv;
   number(delta);
-  line += " rows=";
+  line += " rows="sv;
   integer(static_cast<long long>(rows));
-  line += " duration_ms=";
+  line += " duration_ms="sv;
   integer(static_cast<long long>(ms));
-  line += " outcome=";
+  line += " outcome="sv;
   line += outcome;
   log->log(spdlog::level::info, spdlog::string_view_t(line.data(), line.size()));
 }
@@ -1386,15 +1453,193 @@ void Session::ReportRelayed(const Result<RelayedStatement>& relayed) {
   }
 }
 
+Result<bool> Session::BeginRelayed(const rewriter::StatementResult& alone) {
+  // As HandleQuery: a simple Query ends the unnamed statement and portal
+  // (§55.2.2).
+  statements_.erase("");
+  portals_.erase("");
+  for (const auto& n : upstream_->TakeNotices()) out_.NoticeResponse(n);
+  const std::string& text = alone.rewritten_sql.empty() ? alone.original_sql : alone.rewritten_sql;
+  return upstream_->StartRelay(text, out_);
+}
+
+void Session::EndRelayed(const rewriter::StatementResult& alone, const Error* send_error,
+                         std::chrono::steady_clock::time_point started) {
+  const Result<RelayedStatement> relayed =
+      send_error == nullptr ? upstream_->TakeRelayed() : Result<RelayedStatement>(*send_error);
+  ReportRelayed(relayed);
+  Audit(alone, relayed.ok() && !relayed->error.has_value() ? "forwarded" : "upstream_error", 0, 0,
+        0, started);
+  DropEndedCursors();
+  out_.ReadyForQuery(TransactionStatus());
+  MaybeReleaseUpstream();
+}
+
+// Called with nothing buffered (Run checked), so the first step is a read
+// and no handler runs before this coroutine is suspended.
+awaitable<Session::RelayExit> Session::RunRelayPath() {
+  co_await asio::async_initiate<decltype(use_awaitable), void()>(
+      [this](auto handler) {
+        relay_resume_.Hold(std::move(handler));
+        Guarded([this] { RelayReadClient(); });
+      },
+      use_awaitable);
+  co_return relay_exit_;
+}
+
+// Each handler's work runs here: an exception (from these steps only
+// std::bad_alloc) must not leave the I/O thread's run(), which would end
+// the process. It ends this session, as one thrown in its coroutine does.
+// Every step starts its next operation or exit last, so none is pending.
+template <typename Work>
+void Session::Guarded(Work&& work) {
+  try {
+    work();
+  } catch (const std::exception& e) {
+    spdlog::error("session {} analyst={}: the relay path failed ({}); closing the connection",
+                  peer_, analyst_, e.what());
+    busy_ = false;
+    Close();
+    try {
+      RelayExitWith(RelayExit::kClosed);
+    } catch (const std::exception&) {
+      // Out of memory for the exit too: the session stays suspended with
+      // its socket closed rather than take the process down.
+    }
+  }
+}
+
+void Session::RelayExitWith(RelayExit why) {
+  relay_exit_ = why;
+  relay_plan_.reset();
+  // Posted, not called: the coroutine resumes on its own stack frame, after
+  // the handler that decided this has returned.
+  asio::post(socket_.get_executor(), [this] { relay_resume_.Resume(); });
+}
+
+void Session::RelayReadClient() {
+  ArmDeadline(state_.options.idle_timeout);
+  socket_.async_read_some(asio::buffer(read_head_),
+                          [this](const boost::system::error_code& error, size_t n) {
+                            client_reads_.Completed(socket_, error, n, read_head_.size());
+                            Guarded([&] {
+                              boost::system::error_code ec = error;
+                              TakeRead(n, state_.options.idle_timeout, &ec);
+                              // Closed, reset, or timed out: nothing to answer.
+                              if (ec) return RelayExitWith(RelayExit::kClosed);
+                              RelayNextFrames();
+                            });
+                          });
+  client_reads_.Started(socket_);
+}
+
+// Every whole message buffered, in order, until one needs a read (of the
+// client or of the upstream) or is not the relay path's to run. The checks
+// are Run's, in Run's order, so that a message handed back is handled as if
+// Run had read it.
+void Session::RelayNextFrames() {
+  while (true) {
+    if (state_.draining.load()) return RelayExitWith(RelayExit::kDraining);
+    auto next = decoder_.Next(&frame_);
+    if (!next.ok()) {
+      relay_error_ = next.error();
+      return RelayExitWith(RelayExit::kMalformed);
+    }
+    if (!*next) return RelayReadClient();
+    if (frame_.type != 'Q' || skip_until_sync_) return RelayExitWith(RelayExit::kFrame);
+    auto sql = wire::ParseQueryText(frame_.body);
+    if (!sql.ok()) return RelayExitWith(RelayExit::kFrame);
+    query_text_.assign(sql->data(), sql->size());
+    relay_started_ = std::chrono::steady_clock::now();
+    auto classified =
+        state_.plans.ClassifyKept(query_text_, rw_session_, &plan_memo_, &relay_plan_);
+    const rewriter::StatementResult* alone =
+        classified.ok() ? RelayableAlone(**classified) : nullptr;
+    if (alone == nullptr) return RelayExitWith(RelayExit::kFrame);
+    busy_ = true;
+    relay_statement_ = alone;
+    auto sent = BeginRelayed(*alone);
+    if (!sent.ok()) {
+      relay_send_error_ = sent.error();
+      if (RelayFinishStatement()) continue;
+      return;
+    }
+    relay_send_error_.reset();
+    if (!*sent) {
+      const std::string_view rest = upstream_->UnsentQuery();
+      asio::async_write(upstream_->relay_socket(), asio::buffer(rest.data(), rest.size()),
+                        [this](const boost::system::error_code& ec, size_t) {
+                          Guarded([&] {
+                            if (upstream_->UnsentWritten(ec, out_).ok()) return RelayContinue();
+                            if (RelayFinishStatement()) RelayNextFrames();
+                          });
+                        });
+      return;
+    }
+    return RelayContinue();
+  }
+}
+
+void Session::RelayContinue() {
+  if (upstream_->ContinueRelay(out_) == UpstreamConnection::RelayProgress::kNeedRead) {
+    return RelayReadUpstream();
+  }
+  if (RelayFinishStatement()) RelayNextFrames();
+}
+
+void Session::RelayReadUpstream() {
+  const asio::mutable_buffer into = upstream_->RelayReadBuffer();
+  upstream_->relay_socket().async_read_some(
+      into, [this, asked = into.size()](const boost::system::error_code& ec, size_t n) {
+        upstream_reads_.Completed(upstream_->relay_socket(), ec, n, asked);
+        Guarded([&] {
+          if (upstream_->RelayReceived(ec, n, out_) ==
+              UpstreamConnection::RelayProgress::kNeedRead) {
+            return RelayReadUpstream();
+          }
+          if (RelayFinishStatement()) RelayNextFrames();
+        });
+      });
+  upstream_reads_.Started(upstream_->relay_socket());
+}
+
+// The statement's end and its answer's send. True when the answer is sent
+// and the caller goes on with the next message; false when a write or the
+// exit took over.
+bool Session::RelayFinishStatement() {
+  EndRelayed(*relay_statement_, relay_send_error_ ? &*relay_send_error_ : nullptr, relay_started_);
+  relay_statement_ = nullptr;
+  if (relay_plan_) relay_plan_.reset();  // an idle session keeps no long text
+  busy_ = false;
+  switch (FlushNow()) {
+    case FlushState::kDone:
+      return true;
+    case FlushState::kFailed:
+      RelayExitWith(RelayExit::kClosed);
+      return false;
+    case FlushState::kPending:
+      break;
+  }
+  asio::async_write(socket_, asio::buffer(out_.buffer()),
+                    [this](const boost::system::error_code& ec, size_t) {
+                      Guarded([&] {
+                        if (ec) return RelayExitWith(RelayExit::kClosed);
+                        out_.Clear();
+                        RelayNextFrames();
+                      });
+                    });
+  return false;
+}
+
 // The one statement of a simple Query that the hot path in Run may relay:
 // public or catalog, nothing RunStatement would treat otherwise (a cursor,
 // SQL PREPARE/EXECUTE, an unmaskable size read), on an upstream connection
 // the session holds and that can relay. Anything else is nullptr, and
 // HandleQuery runs the Query.
 const rewriter::StatementResult* Session::RelayableAlone(
-    const rewriter::PlanCache::Statements& classified) {
-  if (classified->size() != 1) return nullptr;
-  const rewriter::StatementResult& st = classified->front();
+    const std::vector<rewriter::StatementResult>& classified) {
+  if (classified.size() != 1) return nullptr;
+  const rewriter::StatementResult& st = classified.front();
   if (st.statement_class != rewriter::StatementClass::kPublic &&
       st.statement_class != rewriter::StatementClass::kCatalog) {
     return nullptr;

@@ -291,6 +291,16 @@ std::string_view UpstreamConnection::UnsentQuery() const {
   return std::string_view(relay_query_).substr(relay_unsent_);
 }
 
+Status UpstreamConnection::UnsentWritten(const boost::system::error_code& ec,
+                                         wire::BackendWriter& out) {
+  if (ec) {
+    RelayLost(out, "upstream send failed: " + ec.message());
+    return MakeError("08006", relay_.lost);
+  }
+  relay_unsent_ = relay_query_.size();
+  return Status::Ok();
+}
+
 void UpstreamConnection::RelayLost(wire::BackendWriter& out, std::string why) {
   relay_broken_ = true;
   out.Truncate(relay_.mark);
@@ -432,12 +442,7 @@ asio::awaitable<Status> UpstreamConnection::SendUnsent(wire::BackendWriter& out)
   boost::system::error_code ec;
   co_await asio::async_write(*socket_, asio::buffer(rest.data(), rest.size()),
                              asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    RelayLost(out, "upstream send failed: " + ec.message());
-    co_return MakeError("08006", relay_.lost);
-  }
-  relay_unsent_ = relay_query_.size();
-  co_return Status::Ok();
+  co_return UnsentWritten(ec, out);
 }
 
 asio::awaitable<Result<RelayedStatement>> UpstreamConnection::Relay(const std::string& sql,

@@ -99,7 +99,9 @@ class UpstreamConnection {
   // simple-query path, which then needs no coroutine frame per statement;
   // docs/PROXY.md §1 item 4). Relay above is exactly these steps:
   //   StartRelay: the Query is sent without blocking; false when part of it
-  //     waits for room in the socket (then co_await SendUnsent).
+  //     waits for room in the socket (then co_await SendUnsent, or write
+  //     UnsentQuery() to relay_socket() and hand the outcome to
+  //     UnsentWritten).
   //   ContinueRelay: relays every whole message buffered; kNeedRead asks for
   //     one read of relay_socket() into RelayReadBuffer(), handed to
   //     RelayReceived, which continues.
@@ -107,6 +109,8 @@ class UpstreamConnection {
   enum class RelayProgress { kNeedRead, kDone, kLost };
   Result<bool> StartRelay(std::string_view sql, wire::BackendWriter& out);
   boost::asio::awaitable<Status> SendUnsent(wire::BackendWriter& out);
+  std::string_view UnsentQuery() const;
+  Status UnsentWritten(const boost::system::error_code& ec, wire::BackendWriter& out);
   RelayProgress ContinueRelay(wire::BackendWriter& out);
   boost::asio::generic::stream_protocol::socket& relay_socket() { return *socket_; }
   boost::asio::mutable_buffer RelayReadBuffer();
@@ -189,7 +193,6 @@ class UpstreamConnection {
   };
   RelayState relay_;
   void RelayLost(wire::BackendWriter& out, std::string why);
-  std::string_view UnsentQuery() const;
 };
 
 }  // namespace dpgate::proxy

@@ -66,6 +66,19 @@ Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
   return classified;
 }
 
+Result<const std::vector<StatementResult>*> PlanCache::ClassifyKept(std::string_view sql,
+                                                                    const SessionContext& session,
+                                                                    Memo* memo, Statements* owner) {
+  if (memo->statements != nullptr && memo->sql == sql && SameSession(memo->session, session)) {
+    return memo->statements.get();
+  }
+  auto classified = Classify(sql, session, memo);
+  if (!classified.ok()) return classified.error();
+  if (memo->statements == *classified) return memo->statements.get();
+  *owner = std::move(*classified);
+  return owner->get();
+}
+
 PlanCache::PlanCache(const config::Config& config, size_t capacity)
     : PlanCache(config, SchemaFacts(), capacity) {}
 

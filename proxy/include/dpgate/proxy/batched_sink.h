@@ -29,6 +29,8 @@
 #include <string>
 #include <thread>
 
+#include "dpgate/proxy/log_line_formatter.h"
+
 namespace dpgate::proxy {
 
 class BatchedFdSink final : public spdlog::sinks::base_sink<std::mutex> {
@@ -46,6 +48,7 @@ class BatchedFdSink final : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override;
   void flush_() override;
+  void set_formatter_(std::unique_ptr<spdlog::formatter> formatter) override;
 
  private:
   void WriterLoop();
@@ -56,6 +59,9 @@ class BatchedFdSink final : public spdlog::sinks::base_sink<std::mutex> {
   const std::chrono::milliseconds interval_;
   const size_t max_buffered_;
   std::string buffer_;  // guarded by base_sink::mutex_
+  // formatter_ when it is dpgate's LogLineFormatter, which then writes into
+  // buffer_ directly; guarded by base_sink::mutex_.
+  LogLineFormatter* line_formatter_ = nullptr;
   // Held while a batch is written; taken while base_sink::mutex_ is held
   // (never the other way round), so that batches reach the descriptor in
   // the order their lines were logged.

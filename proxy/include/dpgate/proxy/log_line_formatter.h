@@ -22,8 +22,13 @@ class LogLineFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override;
   std::unique_ptr<spdlog::formatter> clone() const override;
+  // The same bytes, appended to `dest` (BatchedFdSink's batch, with no
+  // buffer in between).
+  void AppendTo(const spdlog::details::log_msg& msg, std::string& dest);
 
  private:
+  template <typename Destination>
+  void Write(const spdlog::details::log_msg& msg, Destination& dest);
   // The second the cached text is for, and "YYYY-MM-DDTHH:MM:SS" and
   // "+HH:MM" of that second.
   std::chrono::seconds cached_second_{-1};

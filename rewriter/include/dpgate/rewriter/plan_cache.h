@@ -65,6 +65,15 @@ class PlanCache {
   };
   // As Classify above, with `memo` answered first and updated after.
   Result<Statements> Classify(std::string_view sql, const SessionContext& session, Memo* memo);
+  // The same, without a copy of the shared result: every session that
+  // classified a text shares one reference count, and copying and dropping
+  // it on every statement moves that count's cache line between the I/O
+  // threads (bench/RESULTS.md, proxy). The statements are valid until the
+  // next call with `memo`; a text too long for the memo is held in `*owner`
+  // instead, which the caller keeps for as long as it uses the statements.
+  Result<const std::vector<StatementResult>*> ClassifyKept(std::string_view sql,
+                                                           const SessionContext& session,
+                                                           Memo* memo, Statements* owner);
 
   size_t size() const;
   size_t capacity() const { return capacity_; }
