@@ -754,10 +754,11 @@ awaitable<void> Session::Run() {
         }
         busy_ = true;
         query_text_.assign(sql->data(), sql->size());
-        // The hot path: one public or catalog statement relayed as the
-        // upstream's bytes, driven here so that no coroutine frame is made
-        // per statement (docs/PROXY.md §1 item 4). Everything else, and
-        // anything this path does not expect, goes to HandleQuery.
+        // One public or catalog statement relayed as the upstream's bytes,
+        // with the relay path's steps (docs/PROXY.md §1 item 4): here for a
+        // TLS client and for a Query that was buffered behind a message the
+        // relay path handed back. Everything else, and anything this path
+        // does not expect, goes to HandleQuery.
         const auto started = std::chrono::steady_clock::now();
         rewriter::PlanCache::Statements owner;  // a text too long for the memo
         auto classified = state_.plans.ClassifyKept(query_text_, rw_session_, &plan_memo_, &owner);
@@ -1631,7 +1632,7 @@ bool Session::RelayFinishStatement() {
   return false;
 }
 
-// The one statement of a simple Query that the hot path in Run may relay:
+// The one statement of a simple Query that Run and the relay path may relay:
 // public or catalog, nothing RunStatement would treat otherwise (a cursor,
 // SQL PREPARE/EXECUTE, an unmaskable size read), on an upstream connection
 // the session holds and that can relay. Anything else is nullptr, and
