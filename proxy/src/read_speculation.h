@@ -24,7 +24,9 @@
 //      at that recv.
 //   3. Such a handler runs inside the reactor's perform_io for that socket,
 //      right after the recv, with no epoll_wait in between: the reactor
-//      completes the first operation it performed at once. This holds while
+//      completes the first operation it performed at once, and a handler
+//      with no executor of its own runs inline there (the socket's executor
+//      is this thread's io_context: dispatch does not post). This holds while
 //      the read is the only operation that event completes on the socket:
 //      the relay path never has a write and a read pending on one socket.
 //   4. Each I/O thread runs its own io_context (RunServer), so nothing else
