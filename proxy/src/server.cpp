@@ -491,7 +491,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // Lifetime: the handlers hold `this` without owning it. While they run,
   // Run is suspended in RunRelayPath, and the coroutine (which owns the
   // session through co_spawn's lambda) resumes only through relay_resume_,
-  // which RelayExit posts after the last handler's work.
+  // which RelayExitWith posts after the last handler's work. (A session still
+  // in the relay path when the loops are destroyed, after the shutdown
+  // grace, is not freed: relay_resume_ holds the coroutine that holds it.
+  // The process exits right after.)
   enum class RelayExit { kFrame, kMalformed, kClosed, kDraining };
   awaitable<RelayExit> RunRelayPath();
   void RelayReadClient();
