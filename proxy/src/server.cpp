@@ -1613,7 +1613,7 @@ void Session::RelayReadUpstream() {
 bool Session::RelayFinishStatement() {
   EndRelayed(*relay_statement_, relay_send_error_ ? &*relay_send_error_ : nullptr, relay_started_);
   relay_statement_ = nullptr;
-  if (relay_plan_) relay_plan_.reset();  // an idle session keeps no long text
+  relay_plan_.reset();  // an idle session keeps no long text
   busy_ = false;
   switch (FlushNow()) {
     case FlushState::kDone:

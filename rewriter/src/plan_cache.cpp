@@ -50,13 +50,15 @@ bool SameSession(const SessionContext& a, const SessionContext& b) {
          SameBits(a.delta, b.delta);
 }
 
+bool MemoAnswers(const PlanCache::Memo& memo, std::string_view sql, const SessionContext& session) {
+  return memo.statements != nullptr && memo.sql == sql && SameSession(memo.session, session);
+}
+
 }  // namespace
 
 Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
                                                   const SessionContext& session, Memo* memo) {
-  if (memo->statements != nullptr && memo->sql == sql && SameSession(memo->session, session)) {
-    return memo->statements;
-  }
+  if (MemoAnswers(*memo, sql, session)) return memo->statements;
   auto classified = Classify(sql, session);
   if (classified.ok() && sql.size() <= Memo::kMaxMemoQueryBytes) {
     memo->sql.assign(sql.data(), sql.size());
@@ -69,9 +71,7 @@ Result<PlanCache::Statements> PlanCache::Classify(std::string_view sql,
 Result<const std::vector<StatementResult>*> PlanCache::ClassifyKept(std::string_view sql,
                                                                     const SessionContext& session,
                                                                     Memo* memo, Statements* owner) {
-  if (memo->statements != nullptr && memo->sql == sql && SameSession(memo->session, session)) {
-    return memo->statements.get();
-  }
+  if (MemoAnswers(*memo, sql, session)) return memo->statements.get();
   auto classified = Classify(sql, session, memo);
   if (!classified.ok()) return classified.error();
   if (memo->statements == *classified) return memo->statements.get();

@@ -289,5 +289,37 @@ TEST_CASE("plan cache: a session's memo keeps no long text") {
   CHECK(cache.stats().hits == 1);  // answered by the shared cache
 }
 
+TEST_CASE(
+    "plan cache: ClassifyKept answers from the memo without sharing, a long text from owner") {
+  const config::Config config = testing::MakeTestConfig();
+  PlanCache cache(config);
+  PlanCache::Memo memo;
+  PlanCache::Statements owner;
+  const std::string sql = "SELECT count(*) FROM pums.pums";
+  auto first = cache.ClassifyKept(sql, Alice(), &memo, &owner);
+  REQUIRE(first.ok());
+  CHECK(*first == memo.statements.get());  // kept in the memo, not in owner
+  CHECK(owner == nullptr);
+  // The repeat is the memo's result: no lookup, and no new reference to it.
+  const long uses = memo.statements.use_count();
+  auto again = cache.ClassifyKept(sql, Alice(), &memo, &owner);
+  REQUIRE(again.ok());
+  CHECK(*again == *first);
+  CHECK(memo.statements.use_count() == uses);
+  CHECK(cache.stats().misses == 1);
+  CHECK(cache.stats().hits == 0);
+  CHECK(Render(**again) == Render(**cache.Classify(sql, Alice())));
+
+  // Too long for the memo: held by owner, and the memo keeps the short one.
+  std::string long_sql = "SELECT count(*) FROM pums.pums WHERE age > 1";
+  while (long_sql.size() <= PlanCache::Memo::kMaxMemoQueryBytes) long_sql += " AND age > 1";
+  auto held = cache.ClassifyKept(long_sql, Alice(), &memo, &owner);
+  REQUIRE(held.ok());
+  REQUIRE(owner != nullptr);
+  CHECK(*held == owner.get());
+  CHECK(memo.sql == sql);
+  CHECK(Render(**held) == Render(**cache.Classify(long_sql, Alice())));
+}
+
 }  // namespace
 }  // namespace dpgate::rewriter
