@@ -1,6 +1,7 @@
 #include "dpgate/proxy/server.h"
 
 #include <openssl/rand.h>
+#include <sched.h>
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
@@ -2640,6 +2641,21 @@ std::string UpstreamDatabase(const std::string& dsn) {
   return db;
 }
 
+// The cores this process may run on: its CPU affinity mask, which taskset,
+// a cgroup cpuset or a container's --cpuset-cpus narrow, not the machine's
+// count (std::thread::hardware_concurrency): more I/O threads than usable
+// cores only share those cores and add context switches (bench/RESULTS.md,
+// proxy).
+int UsableCores() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    const int n = CPU_COUNT(&allowed);
+    if (n > 0) return n;
+  }
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 Status RunServer(const config::Config& config, const ServerOptions& options) {
@@ -2650,9 +2666,7 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
   // cost is in the kernel; bench/RESULTS.md, proxy). A single-threaded loop
   // runs its completions inline. Cross-thread work (the pool, the ledger,
   // cancels) is posted to a session's executor, which is thread-safe.
-  const int threads = options.io_threads > 0
-                          ? options.io_threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = options.io_threads > 0 ? options.io_threads : UsableCores();
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   for (int i = 0; i < threads; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
   asio::io_context& io = *contexts.front();
@@ -2722,9 +2736,9 @@ Status RunServer(const config::Config& config, const ServerOptions& options) {
     return MakeError("listen", "cannot listen on " + config.listen.host + ":" +
                                    std::to_string(config.listen.port) + ": " + ec.message());
   }
-  spdlog::info("dpgate listening on {}:{} (tls={}, auth={})", config.listen.host,
+  spdlog::info("dpgate listening on {}:{} (tls={}, auth={}, io_threads={})", config.listen.host,
                acceptor.local_endpoint().port(), config.tls.has_value(),
-               config::ToString(config.auth));
+               config::ToString(config.auth), threads);
   if (options.on_listening) options.on_listening(acceptor.local_endpoint().port());
 
   asio::co_spawn(io, AcceptLoop(state, acceptor), asio::detached);

@@ -2,6 +2,7 @@
 // libpq clients (libpqxx) and psql. Crafted data with known truth.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,11 +15,6 @@
 
 #include "serve_fixture.h"
 
-using dpgate::testing::CreateTestDatabase;
-using dpgate::testing::DpgateProcess;
-using dpgate::testing::ExecSql;
-using dpgate::testing::FreePort;
-using dpgate::testing::RequireTestPg;
 using dpgate::testing::RunCommand;
 
 using dpgate::testing::kAlicePassword;
@@ -391,4 +387,40 @@ TEST_CASE("private tables joined on the unit and a CTE in FROM answer through dp
   CHECK_THROWS_WITH(tx.exec("SELECT count(*) FROM members m JOIN visits v ON m.tier = v.kind"),
                     Catch::Contains("supported only on their privacy units"));
   CHECK(remaining() == Approx(before - 2));
+}
+
+// The default number of I/O threads is the number of cores dpgate may run on
+// (its CPU affinity, which it inherits from the test here), not the
+// machine's count: more threads than usable cores only share them.
+TEST_CASE("the default I/O threads follow the CPU affinity dpgate is started with") {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  REQUIRE(sched_getaffinity(0, sizeof all, &all) == 0);
+  const int usable = CPU_COUNT(&all);
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  {
+    ServeFixture f;
+    REQUIRE(f.dpgate->Stop() == 0);  // writes the last batch of the log
+    CHECK(f.dpgate->Log().find("io_threads=" + std::to_string(usable) + ")") != std::string::npos);
+  }
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+  std::string log;
+  try {
+    ServeFixture f;  // dpgate forked now inherits the one-core mask
+    {
+      pqxx::connection c(f.Dsn("alice", kAlicePassword));
+      CHECK(pqxx::nontransaction(c).exec1("SELECT 1")[0].as<int>() == 1);
+    }
+    REQUIRE(f.dpgate->Stop() == 0);
+    log = f.dpgate->Log();
+  } catch (...) {
+    sched_setaffinity(0, sizeof all, &all);
+    throw;
+  }
+  REQUIRE(sched_setaffinity(0, sizeof all, &all) == 0);
+  CHECK(log.find("io_threads=1)") != std::string::npos);
 }
