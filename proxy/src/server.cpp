@@ -39,7 +39,6 @@
 #include "dpgate/proxy/scram.h"
 #include "dpgate/rewriter/plan_cache.h"
 #include "dpgate/rewriter/rewriter.h"
-#include "read_speculation.h"
 #include "upstream.h"
 #include "upstream_pool.h"
 
@@ -540,10 +539,6 @@ class Session : public std::enable_shared_from_this<Session> {
   const rewriter::StatementResult* relay_statement_ = nullptr;
   std::optional<Error> relay_send_error_;
   std::chrono::steady_clock::time_point relay_started_;
-  // The relay path's reads of each socket skip Asio's recv when it would
-  // find nothing (read_speculation.h).
-  ReadSpeculation client_reads_;
-  ReadSpeculation upstream_reads_;
 
   ServerState& state_;
   tcp::socket socket_;
@@ -1526,7 +1521,6 @@ void Session::RelayReadClient() {
   ArmDeadline(state_.options.idle_timeout);
   socket_.async_read_some(asio::buffer(read_head_),
                           [this](const boost::system::error_code& error, size_t n) {
-                            client_reads_.Completed(socket_, error, n, read_head_.size());
                             Guarded([&] {
                               boost::system::error_code ec = error;
                               TakeRead(n, state_.options.idle_timeout, &ec);
@@ -1535,7 +1529,6 @@ void Session::RelayReadClient() {
                               RelayNextFrames();
                             });
                           });
-  client_reads_.Started(socket_);
 }
 
 // Every whole message buffered, in order, until one needs a read (of the
@@ -1594,18 +1587,15 @@ void Session::RelayContinue() {
 
 void Session::RelayReadUpstream() {
   const asio::mutable_buffer into = upstream_->RelayReadBuffer();
-  upstream_->relay_socket().async_read_some(
-      into, [this, asked = into.size()](const boost::system::error_code& ec, size_t n) {
-        upstream_reads_.Completed(upstream_->relay_socket(), ec, n, asked);
-        Guarded([&] {
-          if (upstream_->RelayReceived(ec, n, out_) ==
-              UpstreamConnection::RelayProgress::kNeedRead) {
-            return RelayReadUpstream();
-          }
-          if (RelayFinishStatement()) RelayNextFrames();
-        });
-      });
-  upstream_reads_.Started(upstream_->relay_socket());
+  upstream_->relay_socket().async_read_some(into, [this](const boost::system::error_code& ec,
+                                                         size_t n) {
+    Guarded([&] {
+      if (upstream_->RelayReceived(ec, n, out_) == UpstreamConnection::RelayProgress::kNeedRead) {
+        return RelayReadUpstream();
+      }
+      if (RelayFinishStatement()) RelayNextFrames();
+    });
+  });
 }
 
 // The statement's end and its answer's send. True when the answer is sent

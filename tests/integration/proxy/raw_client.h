@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -57,6 +58,17 @@ class RawClient {
            static_cast<ssize_t>(bytes.size());
   }
 
+  // Sends `bytes` and the end of the stream in one TCP segment: corked, the
+  // kernel holds the data, and shutdown(SHUT_WR) sets FIN on that held
+  // segment (tcp_send_fin). The server sees the data and the end together,
+  // as from a client that writes its last request and half-closes at once.
+  void SendThenHalfClose(const std::string& bytes) {
+    const int on = 1;
+    REQUIRE(::setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0);
+    Send(bytes);
+    REQUIRE(::shutdown(fd_, SHUT_WR) == 0);
+  }
+
   // One backend message, framed by its type byte and length word.
   enum class Read { kMessage, kClosed, kTimeout, kBadLength };
   Read Next(char* type, std::string* body, uint32_t max_length = 64u << 20) {
@@ -68,6 +80,19 @@ class RawClient {
     n = ntohl(n);
     if (n < 4 || n > max_length) return Read::kBadLength;
     return ReadExactly(n - 4, body);
+  }
+
+  // What follows the last message: kClosed when the server ends the stream,
+  // kTimeout when it neither sends nor closes within the read timeout.
+  Read End() {
+    char byte = 0;
+    while (true) {
+      const ssize_t got = ::recv(fd_, &byte, 1, 0);
+      if (got == 0) return Read::kClosed;
+      if (got > 0) return Read::kMessage;  // more bytes than expected
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? Read::kTimeout : Read::kClosed;
+    }
   }
 
   // Reads messages up to and including ReadyForQuery; returns their types

@@ -185,8 +185,34 @@ TEST_CASE("malformed input right behind a relayed Query ends that connection, no
   CHECK(f.dpgate->running());
 }
 
+// A client that writes its last Query and half-closes at once: its Query
+// and the end of its stream arrive in one segment, so the socket's one
+// readiness event covers both. The answer must come, and then dpgate must
+// read the end of the stream and close, as PostgreSQL does. A relay path
+// that took a short read for an emptied socket and then waited for another
+// event (as the removed read_speculation.h did) would wait for ever here,
+// holding the session and its upstream connection: End() would time out.
+TEST_CASE("a client that half-closes right behind its Query gets the answer and then the end") {
+  ServeFixture f = TrustFixture();
+  for (int round = 0; round < 5; ++round) {
+    RawClient raw(f.port);
+    raw.Startup("alice", f.db);
+    raw.Send(Query("SELECT 1 AS warm"));  // the relay path runs the next one
+    REQUIRE(Types(raw.UntilReady()) == "TDCZ");
+    // Ordering only (nothing is timed): dpgate's next read is waiting in
+    // its reactor when the segment arrives, not tried after it arrived.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    raw.SendThenHalfClose(Query("SELECT label FROM lookup WHERE code = 'a'"));
+    const Messages answer = raw.UntilReady();
+    REQUIRE(Types(answer) == "TDCZ");
+    CHECK(FirstValue(answer[1].second) == "Group A");
+    CHECK(raw.End() == RawClient::Read::kClosed);
+  }
+  CHECK(f.dpgate->running());
+}
+
 // A read that waited for an event already taken would leave a client
-// without its answer (read_speculation.h): eight sessions at once, each
+// without its answer: eight sessions at once, each
 // sending one to three Queries per write, some split across two writes,
 // some handed back to the coroutine, must each get every answer, in order.
 TEST_CASE("eight concurrent sessions sending pipelined and split Queries get every answer") {
