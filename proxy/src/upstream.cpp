@@ -484,6 +484,16 @@ std::vector<wire::FieldDescription> FieldsOf(const PGresult* r) {
 
 }  // namespace
 
+bool UpstreamConnection::ReadableNow() const {
+  pollfd p{};
+  p.fd = PQsocket(conn_);
+  if (p.fd < 0) return true;  // PQconsumeInput reports the lost connection
+  p.events = POLLIN;
+  // Any event (data, end of stream, an error) means a read will not block;
+  // a failed poll falls back to waiting for the reactor.
+  return ::poll(&p, 1, 0) > 0;
+}
+
 asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
     StatementDescription* description) {
   relayed_xact_.reset();  // libpq reads this statement's ReadyForQuery itself
@@ -491,8 +501,15 @@ asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
   StatementOutcome out;
   while (true) {
     while (PQisBusy(conn_) != 0) {
-      Status st = co_await Wait(false);
-      if (!st.ok()) co_return st.error();
+      // Asio's reactor is edge-triggered and reports a socket once per
+      // arrival, but libpq may stop reading before the socket is drained
+      // (pqReadData returns after one read that filled its buffer). An
+      // answer that arrived whole before the last epoll_wait would then
+      // never be reported again: ask the kernel, level-triggered, first.
+      if (!ReadableNow()) {
+        Status st = co_await Wait(false);
+        if (!st.ok()) co_return st.error();
+      }
       if (PQconsumeInput(conn_) != 1) {
         co_return MakeError("08006", "upstream connection lost: " + ConnectionError(conn_));
       }

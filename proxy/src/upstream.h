@@ -164,6 +164,9 @@ class UpstreamConnection {
   boost::asio::awaitable<Status> FlushOutput();
   // Reads every result of the statement just sent. With `description`, a
   // describe result's parameter types and columns are stored there.
+  // Whether libpq's socket can be read without blocking, asked of the
+  // kernel directly (level-triggered), not of the edge-triggered reactor.
+  bool ReadableNow() const;
   boost::asio::awaitable<Result<StatementOutcome>> CollectResults(
       StatementDescription* description);
 
