@@ -49,6 +49,16 @@ void CollectNotice(void* arg, const PGresult* r) {
   static_cast<std::vector<wire::Diagnostic>*>(arg)->push_back(DiagnosticFrom(r));
 }
 
+// poll(2) of `fd` for reading, without waiting: >0 when a read would not
+// block (data, end of stream, an error), 0 when it would, <0 on failure.
+// Level-triggered, unlike the reactor's edge-triggered epoll.
+int PollForRead(int fd) {
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLIN | POLLRDHUP;
+  return ::poll(&p, 1, 0);
+}
+
 std::string ConnectionError(PGconn* conn) {
   std::string m = conn != nullptr ? PQerrorMessage(conn) : "out of memory";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
@@ -485,13 +495,11 @@ std::vector<wire::FieldDescription> FieldsOf(const PGresult* r) {
 }  // namespace
 
 bool UpstreamConnection::ReadableNow() const {
-  pollfd p{};
-  p.fd = PQsocket(conn_);
-  if (p.fd < 0) return true;  // PQconsumeInput reports the lost connection
-  p.events = POLLIN;
+  const int fd = PQsocket(conn_);
+  if (fd < 0) return true;  // PQconsumeInput reports the lost connection
   // Any event (data, end of stream, an error) means a read will not block;
   // a failed poll falls back to waiting for the reactor.
-  return ::poll(&p, 1, 0) > 0;
+  return PollForRead(fd) > 0;
 }
 
 asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
@@ -499,6 +507,9 @@ asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
   relayed_xact_.reset();  // libpq reads this statement's ReadyForQuery itself
   if (Status st = co_await FlushOutput(); !st.ok()) co_return st.error();
   StatementOutcome out;
+  // Before the first read the answer can only come as a new arrival, which
+  // the reactor reports; after a read libpq may have left bytes behind.
+  bool read_once = false;
   while (true) {
     while (PQisBusy(conn_) != 0) {
       // Asio's reactor is edge-triggered and reports a socket once per
@@ -506,10 +517,11 @@ asio::awaitable<Result<StatementOutcome>> UpstreamConnection::CollectResults(
       // (pqReadData returns after one read that filled its buffer). An
       // answer that arrived whole before the last epoll_wait would then
       // never be reported again: ask the kernel, level-triggered, first.
-      if (!ReadableNow()) {
+      if (!read_once || !ReadableNow()) {
         Status st = co_await Wait(false);
         if (!st.ok()) co_return st.error();
       }
+      read_once = true;
       if (PQconsumeInput(conn_) != 1) {
         co_return MakeError("08006", "upstream connection lost: " + ConnectionError(conn_));
       }
@@ -629,12 +641,9 @@ bool UpstreamConnection::IdleAndHealthy() const {
   if (broken() || PQstatus(conn_) != CONNECTION_OK || Xact() != PQTRANS_IDLE) return false;
   const int fd = PQsocket(conn_);
   if (fd < 0) return false;
-  pollfd p{};
-  p.fd = fd;
-  p.events = POLLIN | POLLRDHUP;
   // Any event, or a failed poll, and the connection is not trusted: closing
   // a good one costs a reconnect, reusing a dead one costs a client's query.
-  return ::poll(&p, 1, 0) == 0;
+  return PollForRead(fd) == 0;
 }
 
 void UpstreamConnection::Rehome(const asio::any_io_executor& executor) {
