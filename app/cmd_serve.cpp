@@ -42,6 +42,7 @@ bool ParseInt(const std::string& s, int* out) {
 int RunServe(const Args& args) {
   std::string config_path;
   proxy::ServerOptions options;
+  int max_connections_flag = 0;  // --max-connections, over limits.max_connections
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](const char* what) -> const std::string* {
@@ -65,7 +66,7 @@ int RunServe(const Args& args) {
         std::fprintf(stderr, "dpgate serve: %s needs a positive whole number\n", a.c_str());
         return 2;
       }
-      (a == "--threads" ? options.io_threads : options.max_connections) = n;
+      (a == "--threads" ? options.io_threads : max_connections_flag) = n;
     } else {
       std::fprintf(stderr, "dpgate serve: unknown argument '%s'\n%s", a.c_str(), kUsage);
       return 2;
@@ -80,6 +81,11 @@ int RunServe(const Args& args) {
     std::fprintf(stderr, "%s\n", config.error().message.c_str());
     return 1;
   }
+  options.max_connections =
+      max_connections_flag > 0 ? max_connections_flag : config->limits.max_connections;
+  options.limits.max_message = config->limits.max_message_size;
+  options.auth_timeout = config->limits.auth_timeout;
+  options.idle_timeout = config->limits.idle_timeout;
   // Logs to standard error, as docs/PROXY.md §3 says (standard output stays
   // free for anything a wrapper wants to print), in batches: one write per
   // audit line was ~10 % of passthrough throughput. Warnings and errors are

@@ -120,6 +120,8 @@ class Walker {
   std::optional<double> ReadEpsilon(const Field& f);
   std::optional<double> ReadDelta(const Field& f);
   void ReadAnalysts(const Field& f, AuthMode auth, std::vector<Analyst>* out);
+  void ReadLimits(const Field& f, Limits* out);
+  std::optional<std::chrono::seconds> Duration(const Field& f);
   void ReadQuery(const Field& f, QueryDefaults* out);
   void ReadDatasets(const Field& f, std::vector<Dataset>* out);
   std::optional<TableSpec> ReadTable(const Field& f);
@@ -512,13 +514,51 @@ void Walker::ReadQuery(const Field& f, QueryDefaults* out) {
          "mechanism: laplace");
   }
   if (const Field* ttl = Get(*entries, "cache_ttl")) {
-    if (!ttl->node.IsScalar()) {
-      Fail(*ttl, "expected a duration such as 0, 30s, 15m, 1h or 1d, got " + Describe(ttl->node));
-    } else if (auto parsed = ParseDuration(ttl->node.Scalar()); parsed.value) {
-      out->cache_ttl = *parsed.value;
-    } else {
-      Fail(*ttl, parsed.problem);
+    if (auto value = Duration(*ttl)) out->cache_ttl = *value;
+  }
+}
+
+std::optional<std::chrono::seconds> Walker::Duration(const Field& f) {
+  if (!f.node.IsScalar()) {
+    Fail(f, "expected a duration such as 0, 30s, 15m, 1h or 1d, got " + Describe(f.node));
+    return std::nullopt;
+  }
+  auto parsed = ParseDuration(f.node.Scalar());
+  if (!parsed.value) {
+    Fail(f, parsed.problem);
+    return std::nullopt;
+  }
+  return *parsed.value;
+}
+
+void Walker::ReadLimits(const Field& f, Limits* out) {
+  const auto entries =
+      Map(f, {"max_connections", "max_message_size", "auth_timeout", "idle_timeout"});
+  if (!entries) return;
+  if (const Field* n = Get(*entries, "max_connections")) {
+    if (auto value = Integer(*n, 1, 100000)) out->max_connections = static_cast<int>(*value);
+  }
+  if (const Field* size = Get(*entries, "max_message_size")) {
+    // PostgreSQL's own bound on a message is 1 GiB (MaxAllocSize); below
+    // 1 KiB a client could not send an ordinary query.
+    if (auto value = Integer(*size, 1024, 1 << 30)) {
+      out->max_message_size = static_cast<uint32_t>(*value);
     }
+  }
+  if (const Field* auth = Get(*entries, "auth_timeout")) {
+    // As PostgreSQL's authentication_timeout (1s..600s): a login that
+    // never ends would hold a connection slot for ever.
+    if (auto value = Duration(*auth)) {
+      if (value->count() < 1 || value->count() > 600) {
+        Fail(*auth, "expected a duration from 1s to 10m, got " + auth->node.Scalar() +
+                        "; authentication must end, so 0 is not allowed");
+      } else {
+        out->auth_timeout = *value;
+      }
+    }
+  }
+  if (const Field* idle = Get(*entries, "idle_timeout")) {
+    if (auto value = Duration(*idle)) out->idle_timeout = *value;
   }
 }
 
@@ -768,8 +808,8 @@ Result<Config> Walker::Run(const std::string& text) {
   if (documents.size() > 1) {
     Fail(LineOf(documents[1], 1), "", "the file holds several YAML documents (---); expected one");
   }
-  const std::vector<std::string> top_keys = {"listen", "tls",      "upstream", "ledger",
-                                             "auth",   "analysts", "query",    "datasets"};
+  const std::vector<std::string> top_keys = {"listen",   "tls",   "upstream", "ledger",  "auth",
+                                             "analysts", "query", "limits",   "datasets"};
   Config config;
   config.source_path = source_;
   if (documents.empty() || documents[0].IsNull()) {
@@ -799,6 +839,7 @@ Result<Config> Walker::Run(const std::string& text) {
       ReadAnalysts(*analysts, config.auth, &config.analysts);
     }
     if (const Field* query = Get(*entries, "query")) ReadQuery(*query, &config.query);
+    if (const Field* limits = Get(*entries, "limits")) ReadLimits(*limits, &config.limits);
     if (const Field* datasets =
             Require(*entries, root, "datasets", "the list of datasets (name, budget, tables)")) {
       ReadDatasets(*datasets, &config.datasets);

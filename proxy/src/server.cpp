@@ -31,6 +31,7 @@
 #include <sstream>
 #include <thread>
 
+#include "client_deadline.h"
 #include "dpgate/accountant/async_ledger.h"
 #include "dpgate/accountant/ledger.h"
 #include "dpgate/mechanisms/random_source.h"
@@ -354,6 +355,7 @@ class Session : public std::enable_shared_from_this<Session> {
       : state_(state),
         socket_(std::move(socket)),
         deadline_(socket_.get_executor()),
+        client_deadline_(state.options.auth_timeout, state.options.idle_timeout),
         decoder_(state.options.limits) {}
 
   awaitable<void> Run();
@@ -374,9 +376,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
-  awaitable<bool> ReadFrame(wire::Frame* frame, std::chrono::seconds timeout);
-  void ArmDeadline(std::chrono::seconds timeout);
-  void TakeRead(size_t n, std::chrono::seconds timeout, boost::system::error_code* ec);
+  awaitable<bool> ReadFrame(wire::Frame* frame);
+  void ArmDeadline(ClientDeadline::Clock::time_point at);
+  void OnDeadline();
+  void DropForTimeout(ClientDeadline::Expired why);
+  void TakeRead(size_t n, boost::system::error_code* ec);
   std::array<char, 512> read_head_;  // plain-socket reads land here first
   awaitable<bool> Flush();
   size_t WriteAvailable(boost::system::error_code* ec);
@@ -547,6 +551,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls_;
   bool tls_active_ = false;
   asio::steady_timer deadline_;
+  ClientDeadline client_deadline_;
   wire::FrameDecoder decoder_;
   wire::BackendWriter out_;
   std::string analyst_;
@@ -647,7 +652,7 @@ void Session::ReadAvailable(boost::system::error_code* ec) {
   if (!*ec) decoder_.Append(std::string_view(buf.data(), n));
 }
 
-awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds timeout) {
+awaitable<bool> Session::ReadFrame(wire::Frame* frame) {
   while (true) {
     auto next = decoder_.Next(frame);
     if (!next.ok()) {
@@ -655,8 +660,11 @@ awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds time
       co_await Fatal(next.error().code, next.error().message);
       co_return false;
     }
-    if (*next) co_return true;
-    ArmDeadline(timeout);
+    if (*next) {
+      client_deadline_.GotMessage();
+      co_return true;
+    }
+    client_deadline_.StartWaiting();
     boost::system::error_code ec;
     size_t n = 0;
     if (tls_active_) {
@@ -664,20 +672,63 @@ awaitable<bool> Session::ReadFrame(wire::Frame* frame, std::chrono::seconds time
       n = co_await tls_->async_read_some(asio::buffer(buf),
                                          asio::redirect_error(use_awaitable, ec));
       if (!ec) decoder_.Append(std::string_view(buf.data(), n));
-      if (timeout.count() > 0) deadline_.cancel();
     } else {
       n = co_await socket_.async_read_some(asio::buffer(read_head_),
                                            asio::redirect_error(use_awaitable, ec));
-      TakeRead(n, timeout, &ec);
+      TakeRead(n, &ec);
     }
     if (ec) co_return false;  // closed, reset, or timed out: nothing to answer
   }
 }
 
-// A timeout closes the socket, which ends the pending read.
-void Session::ArmDeadline(std::chrono::seconds timeout) {
-  if (timeout.count() <= 0) return;
-  deadline_.expires_after(timeout);
+// The session's one timer (client_deadline.h). A timeout closes the socket,
+// which ends the pending read.
+void Session::ArmDeadline(ClientDeadline::Clock::time_point at) {
+  deadline_.expires_at(at);
+  deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->OnDeadline();
+  });
+}
+
+void Session::OnDeadline() {
+  const ClientDeadline::Verdict verdict = client_deadline_.Check(ClientDeadline::Clock::now());
+  if (verdict.expired) return DropForTimeout(*verdict.expired);
+  if (verdict.check_again) ArmDeadline(*verdict.check_again);
+}
+
+// The client gets a FATAL that says which limit it ran into, as PostgreSQL
+// does for its authentication_timeout and idle_session_timeout, when the
+// session is waiting for it (so nothing else is being written); otherwise
+// the connection is just closed.
+void Session::DropForTimeout(ClientDeadline::Expired why) {
+  const bool auth = why == ClientDeadline::Expired::kAuthentication;
+  const std::chrono::seconds limit =
+      auth ? client_deadline_.auth_timeout() : client_deadline_.idle_timeout();
+  spdlog::info("session {} analyst={}: closed after {} s {} (limits.{})", peer_,
+               analyst_.empty() ? "-" : analyst_, limit.count(),
+               auth ? "without completing authentication" : "idle",
+               auth ? "auth_timeout" : "idle_timeout");
+  if (!client_deadline_.waiting()) return Close();
+  const std::string seconds = std::to_string(limit.count()) + " s";
+  out_.ErrorResponse(WithSeverity(
+      auth ? MakeDiagnostic("57014", "canceling authentication due to timeout",
+                            "dpgate allows " + seconds + " to log in (limits.auth_timeout)")
+           : MakeDiagnostic("57P05", "terminating connection due to idle-session timeout",
+                            "dpgate closes a session that sends nothing for " + seconds +
+                                " (limits.idle_timeout); reconnect"),
+      "FATAL"));
+  if (!tls_active_) {
+    (void)FlushNow();  // what the socket takes now; the client may not be reading
+    return Close();
+  }
+  // Through TLS: one write beside the pending read (Asio allows one of each
+  // on a stream), and a second's grace for it before the socket is closed.
+  auto data = std::make_shared<std::string>(out_.Take());
+  asio::async_write(*tls_, asio::buffer(*data),
+                    [self = shared_from_this(), data](const boost::system::error_code&, size_t) {
+                      self->Close();
+                    });
+  deadline_.expires_after(std::chrono::seconds(1));
   deadline_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->Close();
   });
@@ -694,7 +745,7 @@ void Session::ArmDeadline(std::chrono::seconds timeout) {
 // already here. read_head_ is small so that an idle session stays
 // small (memory per idle client; docs/PROXY.md §2); when it fills, the rest
 // of a pipelined batch is taken at once without blocking.
-void Session::TakeRead(size_t n, std::chrono::seconds timeout, boost::system::error_code* ec) {
+void Session::TakeRead(size_t n, boost::system::error_code* ec) {
   if (!*ec) {
     decoder_.Append(std::string_view(read_head_.data(), n));
     if (n == read_head_.size()) {
@@ -702,7 +753,6 @@ void Session::TakeRead(size_t n, std::chrono::seconds timeout, boost::system::er
       if (*ec == asio::error::would_block) *ec = {};
     }
   }
-  if (timeout.count() > 0) deadline_.cancel();
 }
 
 awaitable<void> Session::Run() {
@@ -716,12 +766,16 @@ awaitable<void> Session::Run() {
     state_.connections.fetch_sub(1);
     co_return;
   }
+  // One deadline for the whole login, the TLS handshake included.
+  ArmDeadline(client_deadline_.StartAuthentication(ClientDeadline::Clock::now()));
   const bool ready = co_await Startup();
   if (ready) {
+    deadline_.cancel();
+    if (auto at = client_deadline_.Authenticated(ClientDeadline::Clock::now())) ArmDeadline(*at);
     wire::Frame& frame = frame_;
     while (!state_.draining.load()) {
       if (tls_active_) {
-        if (!co_await ReadFrame(&frame, state_.options.idle_timeout)) break;
+        if (!co_await ReadFrame(&frame)) break;
       } else {
         auto next = decoder_.Next(&frame);
         if (!next.ok()) {
@@ -805,6 +859,7 @@ awaitable<void> Session::Run() {
     }
   }
   Close();
+  deadline_.cancel();  // its handler holds the session
   upstream_.Release();
   if (cancel_key_) {
     std::lock_guard lock(state_.sessions_mutex);
@@ -814,11 +869,10 @@ awaitable<void> Session::Run() {
 }
 
 awaitable<bool> Session::Startup() {
-  const auto timeout = state_.options.auth_timeout;
   wire::StartupMessage startup;
   while (true) {
     wire::Frame frame;
-    if (!co_await ReadFrame(&frame, timeout)) co_return false;
+    if (!co_await ReadFrame(&frame)) co_return false;
     auto packet = wire::ParseStartupPacket(frame.body);
     if (!packet.ok()) {
       co_await Fatal(packet.error().code, packet.error().message);
@@ -962,7 +1016,7 @@ awaitable<bool> Session::Authenticate(const std::string& user) {
   out_.AuthenticationSasl({"SCRAM-SHA-256"});
   if (!co_await Flush()) co_return false;
   wire::Frame frame;
-  if (!co_await ReadFrame(&frame, state_.options.auth_timeout)) co_return false;
+  if (!co_await ReadFrame(&frame)) co_return false;
   if (frame.type != 'p') {
     co_await Fatal("08P01", "expected a SASL response");
     co_return false;
@@ -979,7 +1033,7 @@ awaitable<bool> Session::Authenticate(const std::string& user) {
   }
   out_.AuthenticationSaslContinue(*server_first);
   if (!co_await Flush()) co_return false;
-  if (!co_await ReadFrame(&frame, state_.options.auth_timeout)) co_return false;
+  if (!co_await ReadFrame(&frame)) co_return false;
   if (frame.type != 'p') {
     co_await Fatal("08P01", "expected a SASL response");
     co_return false;
@@ -1518,12 +1572,12 @@ void Session::RelayExitWith(RelayExit why) {
 }
 
 void Session::RelayReadClient() {
-  ArmDeadline(state_.options.idle_timeout);
+  client_deadline_.StartWaiting();
   socket_.async_read_some(asio::buffer(read_head_),
                           [this](const boost::system::error_code& error, size_t n) {
                             Guarded([&] {
                               boost::system::error_code ec = error;
-                              TakeRead(n, state_.options.idle_timeout, &ec);
+                              TakeRead(n, &ec);
                               // Closed, reset, or timed out: nothing to answer.
                               if (ec) return RelayExitWith(RelayExit::kClosed);
                               RelayNextFrames();
@@ -1544,6 +1598,7 @@ void Session::RelayNextFrames() {
       return RelayExitWith(RelayExit::kMalformed);
     }
     if (!*next) return RelayReadClient();
+    client_deadline_.GotMessage();
     if (frame_.type != 'Q' || skip_until_sync_) return RelayExitWith(RelayExit::kFrame);
     auto sql = wire::ParseQueryText(frame_.body);
     if (!sql.ok()) return RelayExitWith(RelayExit::kFrame);

@@ -63,7 +63,9 @@ Result<bool> FrameDecoder::Next(Frame* frame) {
   }
   if (length > max) {
     return Violation("message of " + std::to_string(length) + " bytes exceeds the limit of " +
-                     std::to_string(max) + " bytes");
+                     std::to_string(max) + " bytes" +
+                     (startup_phase_ ? std::string(" for a startup packet")
+                                     : std::string(" (limits.max_message_size in the config)")));
   }
   const size_t total = header - 4 + length;
   if (available < total) return false;

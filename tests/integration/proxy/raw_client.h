@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,6 +94,26 @@ class RawClient {
       if (errno == EINTR) continue;
       return errno == EAGAIN || errno == EWOULDBLOCK ? Read::kTimeout : Read::kClosed;
     }
+  }
+
+  int fd() const { return fd_; }
+
+  // Whether the server has sent something (or closed) within `ms`.
+  bool ReadableWithin(int ms) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
+
+  // One field of an ErrorResponse or NoticeResponse body ('C': SQLSTATE,
+  // 'M': message, 'S': severity), empty when absent.
+  static std::string Field(const std::string& body, char code) {
+    for (size_t at = 0; at < body.size() && body[at] != '\0';) {
+      const size_t end = body.find('\0', at + 1);
+      if (end == std::string::npos) break;
+      if (body[at] == code) return body.substr(at + 1, end - at - 1);
+      at = end + 1;
+    }
+    return "";
   }
 
   // Reads messages up to and including ReadyForQuery; returns their types

@@ -278,6 +278,24 @@ TEST_CASE("cache_ttl must be a duration", "[config]") {
              Contains("dpgate.yaml:15: query.cache_ttl: '400d' is too long; at most 365d"));
 }
 
+TEST_CASE("limits: ranges, durations and unknown keys", "[config]") {
+  CHECK_THAT(
+      ErrorOf(kMinimal + "limits: { max_connections: 0 }\n"),
+      Contains("dpgate.yaml:15: limits.max_connections: must be between 1 and 100000, got 0"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { max_message_size: 100 }\n"),
+             Contains("dpgate.yaml:15: limits.max_message_size: must be between 1024 and "
+                      "1073741824, got 100"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { auth_timeout: 0 }\n"),
+             Contains("dpgate.yaml:15: limits.auth_timeout: expected a duration from 1s to 10m, "
+                      "got 0; authentication must end"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { auth_timeout: 1h }\n"),
+             Contains("limits.auth_timeout: expected a duration from 1s to 10m, got 1h"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { idle_timeout: soon }\n"),
+             Contains("dpgate.yaml:15: limits.idle_timeout: 'soon' is not a duration"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { idle_timout: 5m }\n"), Contains("limits"));
+  CHECK_THAT(ErrorOf(kMinimal + "limits: { idle_timout: 5m }\n"), Contains("idle_timeout"));
+}
+
 TEST_CASE("pool_size range", "[config]") {
   CHECK_THAT(ErrorOf(Mutate("user=reader\" }", "user=reader\", pool_size: 0 }")),
              Contains("dpgate.yaml:1: upstream.pool_size: must be between 1 and 1024, got 0"));

@@ -181,6 +181,10 @@ datasets:
   CHECK(c.query.max_epsilon == 2.0);
   CHECK(c.query.mechanism == Mechanism::kLaplace);
   CHECK(c.query.cache_ttl == std::chrono::seconds(3600));
+  CHECK(c.limits.max_connections == 1000);
+  CHECK(c.limits.max_message_size == 4u << 20);
+  CHECK(c.limits.auth_timeout == std::chrono::seconds(30));
+  CHECK(c.limits.idle_timeout == std::chrono::seconds(0));
   const TableSpec& t = c.datasets[0].tables[0];
   CHECK(t.qualified_name() == "public.t");
   CHECK(t.max_groups_contributed == 1);
@@ -222,6 +226,17 @@ TEST_CASE("cache_ttl forms", "[config]") {
   CHECK(ttl("15m") == 900);
   CHECK(ttl("1h") == 3600);
   CHECK(ttl("1d") == 86400);
+}
+
+TEST_CASE("limits are read with their units", "[config]") {
+  const Config c = Accept(kMinimal +
+                          "limits:\n  max_connections: 50\n  max_message_size: 65536\n"
+                          "  auth_timeout: 2m\n  idle_timeout: 15m\n");
+  CHECK(c.limits.max_connections == 50);
+  CHECK(c.limits.max_message_size == 65536);
+  CHECK(c.limits.auth_timeout == std::chrono::seconds(120));
+  CHECK(c.limits.idle_timeout == std::chrono::seconds(900));
+  CHECK(Accept(kMinimal + "limits: { idle_timeout: 0 }\n").limits.idle_timeout.count() == 0);
 }
 
 TEST_CASE("loopback listen hosts allow trust, others need scram and tls", "[config]") {

@@ -105,6 +105,8 @@ TEST_CASE("lengths out of bounds are refused before any allocation") {
   REQUIRE_FALSE(f.ok());
   CHECK(f.error().code == "08P01");
   CHECK(f.error().message.find("exceeds the limit") != std::string::npos);
+  // It says which setting to raise.
+  CHECK(f.error().message.find("limits.max_message_size") != std::string::npos);
 
   FrameDecoder tiny;
   tiny.EndStartupPhase();

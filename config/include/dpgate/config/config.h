@@ -70,6 +70,15 @@ struct QueryDefaults {
   std::chrono::seconds cache_ttl{3600};  // >= 0; 0 disables the cache
 };
 
+// Limits on client connections (docs/CONFIG.md `limits`, docs/PROXY.md §1
+// item 11). A client past one of them gets a FATAL that names the key.
+struct Limits {
+  int max_connections = 1000;             // 1..100000
+  uint32_t max_message_size = 4u << 20;   // bytes, 1 KiB..1 GiB
+  std::chrono::seconds auth_timeout{30};  // 1s..10m, from connect to ReadyForQuery
+  std::chrono::seconds idle_timeout{0};   // 0 (none)..365d, waiting for the next message
+};
+
 // A column of a private table. Either numeric bounds (lower <= upper, both
 // finite) for use inside SUM/AVG/VARIANCE, or public `values` (non-empty,
 // distinct) for use as a group key without partition selection, or neither
@@ -111,6 +120,7 @@ struct Config {
   AuthMode auth = AuthMode::kScram;
   std::vector<Analyst> analysts;
   QueryDefaults query;
+  Limits limits;
   std::vector<Dataset> datasets;
 
   const Analyst* FindAnalyst(const std::string& name) const;

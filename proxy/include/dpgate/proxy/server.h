@@ -15,10 +15,13 @@
 namespace dpgate::proxy {
 
 struct ServerOptions {
-  int io_threads = 0;          // 0: one per core
+  int io_threads = 0;  // 0: one per core
+  // The config's `limits` (docs/CONFIG.md); `dpgate serve` copies them here.
   int max_connections = 1000;  // beyond this, new clients get FATAL 53300
+  // From connect to ReadyForQuery, the TLS handshake included (FATAL 57014).
   std::chrono::seconds auth_timeout{30};
-  std::chrono::seconds idle_timeout{0};  // 0: no limit between statements
+  // Waiting for the client's next message (FATAL 57P05); 0: no limit.
+  std::chrono::seconds idle_timeout{0};
   std::chrono::seconds shutdown_grace{30};
   wire::Limits limits;
   int ledger_workers = 4;
