@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "speculative_recv.h"
+
 namespace dpgate::proxy {
 namespace asio = boost::asio;
 
@@ -389,7 +391,14 @@ UpstreamConnection::RelayProgress UpstreamConnection::ContinueRelay(wire::Backen
         }
         // Anything after it arrived unasked: this connection is not
         // reused (an idle session has nothing to say; see IdleAndHealthy).
-        if (relay_begin_ != relay_filled_) relay_broken_ = true;
+        if (relay_begin_ != relay_filled_) {
+          relay_broken_ = true;
+        } else {
+          // The backend is idle until dpgate's next Query, whose answer (or
+          // reset) is a new arrival: that read needs no recv of its own
+          // first (speculative_recv.h says why this is safe here only).
+          SkipNextSpeculativeRecv(*socket_);
+        }
         if (relay_in_.size() > 4 * kRelayBuffer) std::vector<char>(kRelayBuffer).swap(relay_in_);
         if (result.error.has_value()) {
           out.Truncate(relay_.mark);  // as on the libpq path: the error alone
