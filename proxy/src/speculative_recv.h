@@ -101,18 +101,29 @@ inline constexpr bool kCanSkipSpeculativeRecv =
     false;
 #endif
 
+#if defined(DPGATE_SPECULATIVE_RECV_SKIP)
+namespace speculative_recv_detail {
+// The socket's read flag, under the descriptor's lock (the reactor writes
+// it under that lock); `use` gets a reference to it. False when the
+// socket has no reactor state (not open).
+template <typename Socket, typename Use>
+bool WithReadFlag(Socket& socket, Use&& use) {
+  State* state = SocketState<Socket>::Of(socket);
+  if (state == nullptr) return false;
+  boost::asio::detail::conditionally_enabled_mutex::scoped_lock lock(state->*Member(MutexMember{}));
+  use((state->*Member(FlagsMember{}))[Reactor::read_op]);
+  return true;
+}
+}  // namespace speculative_recv_detail
+#endif
+
 // The next async read of `socket` waits for the reactor without a recv
 // first, unless an epoll event for it comes before that read starts. Only
 // where the comment above says it is safe.
 template <typename Socket>
 void SkipNextSpeculativeRecv(Socket& socket) {
 #if defined(DPGATE_SPECULATIVE_RECV_SKIP)
-  using namespace speculative_recv_detail;
-  State* state = SocketState<Socket>::Of(socket);
-  if (state == nullptr) return;
-  // Under the descriptor's lock, as the reactor writes the flag.
-  boost::asio::detail::conditionally_enabled_mutex::scoped_lock lock(state->*Member(MutexMember{}));
-  (state->*Member(FlagsMember{}))[Reactor::read_op] = false;
+  speculative_recv_detail::WithReadFlag(socket, [](bool& flag) { flag = false; });
 #else
   (void)socket;
 #endif
@@ -122,16 +133,13 @@ void SkipNextSpeculativeRecv(Socket& socket) {
 // (always true where this does nothing). For tests.
 template <typename Socket>
 bool WillTryRecvFirst(Socket& socket) {
+  bool tries = true;
 #if defined(DPGATE_SPECULATIVE_RECV_SKIP)
-  using namespace speculative_recv_detail;
-  State* state = SocketState<Socket>::Of(socket);
-  if (state == nullptr) return true;
-  boost::asio::detail::conditionally_enabled_mutex::scoped_lock lock(state->*Member(MutexMember{}));
-  return (state->*Member(FlagsMember{}))[Reactor::read_op];
+  speculative_recv_detail::WithReadFlag(socket, [&](bool& flag) { tries = flag; });
 #else
   (void)socket;
-  return true;
 #endif
+  return tries;
 }
 
 }  // namespace dpgate::proxy

@@ -20,7 +20,6 @@
 #include "serve_fixture.h"
 
 using dpgate::testing::RawClient;
-using dpgate::testing::RunCommand;
 using dpgate::testing::ServeFixture;
 
 namespace {
@@ -146,16 +145,9 @@ TEST_CASE("limits.auth_timeout ends a login that does not finish, however it sta
   SECTION("a TLS handshake that stalls is closed") {
     // With tls configured the handshake is part of the login too; no
     // FATAL can be sent in the middle of it, so the connection just ends.
-    char tmpl[] = "/tmp/dpgate-limits-tls.XXXXXX";
-    const std::string certs = ::mkdtemp(tmpl);
-    std::string out;
-    REQUIRE(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-                       "-keyout " +
-                           certs + "/server.key -out " + certs + "/server.crt",
-                       &out) == 0);
+    const dpgate::testing::SelfSignedCert cert;
     {
-      ServeFixture tls("limits: { auth_timeout: 1s }\ntls: { cert: " + certs +
-                       "/server.crt, key: " + certs + "/server.key }\n");
+      ServeFixture tls("limits: { auth_timeout: 1s }\n" + cert.Yaml());
       RawClient raw(tls.port);
       raw.Send(RawClient::Int32(8) + RawClient::Int32(80877103));  // SSLRequest
       REQUIRE(raw.ReadableWithin(20000));
@@ -166,7 +158,6 @@ TEST_CASE("limits.auth_timeout ends a login that does not finish, however it sta
       CHECK(raw.End() == RawClient::Read::kClosed);
       CHECK(tls.dpgate->running());
     }
-    RunCommand("rm -rf " + certs, &out);
   }
   ExpectLoginWorks(f);
   CHECK(f.dpgate->running());
@@ -210,18 +201,10 @@ TEST_CASE("limits.idle_timeout drops a session that waits too long, never a busy
 }
 
 TEST_CASE("libpq sees the idle timeout's FATAL, over plain TCP and over TLS") {
-  char tmpl[] = "/tmp/dpgate-limits-tls.XXXXXX";
-  const std::string certs = ::mkdtemp(tmpl);
-  std::string out;
-  REQUIRE(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-                     "-keyout " +
-                         certs + "/server.key -out " + certs + "/server.crt",
-                     &out) == 0);
+  const dpgate::testing::SelfSignedCert cert;
   for (const bool use_tls : {false, true}) {
     INFO("TLS " << use_tls);
-    const std::string tls_yaml =
-        use_tls ? "tls: { cert: " + certs + "/server.crt, key: " + certs + "/server.key }\n" : "";
-    ServeFixture f("limits: { idle_timeout: 1s }\n" + tls_yaml);
+    ServeFixture f("limits: { idle_timeout: 1s }\n" + (use_tls ? cert.Yaml() : std::string()));
     std::string dsn = f.Dsn("alice", dpgate::testing::kAlicePassword);
     if (use_tls) dsn.replace(dsn.find("sslmode=disable"), 15, "sslmode=require");
     PGconn* c = PQconnectdb(dsn.c_str());
@@ -241,5 +224,4 @@ TEST_CASE("libpq sees the idle timeout's FATAL, over plain TCP and over TLS") {
     PQfinish(c);
     CHECK(f.dpgate->running());
   }
-  RunCommand("rm -rf " + certs, &out);
 }

@@ -57,6 +57,30 @@ inline double RemainingEpsilon(pqxx::transaction_base& tx) {
   return -1;
 }
 
+// A self-signed certificate and key for localhost in a directory of their
+// own, removed with this object; Yaml() is the config's `tls:` line.
+struct SelfSignedCert {
+  std::string dir;
+  SelfSignedCert() {
+    char tmpl[] = "/tmp/dpgate-tls-test.XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    std::string out;
+    REQUIRE(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                       "-keyout " +
+                           dir + "/server.key -out " + dir + "/server.crt",
+                       &out) == 0);
+  }
+  ~SelfSignedCert() {
+    std::string ignored;
+    RunCommand("rm -rf " + dir, &ignored);
+  }
+  SelfSignedCert(const SelfSignedCert&) = delete;
+  SelfSignedCert& operator=(const SelfSignedCert&) = delete;
+  std::string Yaml() const {
+    return "tls: { cert: " + dir + "/server.crt, key: " + dir + "/server.key }\n";
+  }
+};
+
 struct ServeFixture {
   dpgate::testing::TestPg pg = RequireTestPg();
   std::string db;

@@ -147,15 +147,9 @@ TEST_CASE("psql gets a privacy receipt, and no raw aggregate reaches the log") {
 }
 
 TEST_CASE("with tls configured, clients must encrypt, and real TLS works") {
-  char tmpl[] = "/tmp/dpgate-tls-test.XXXXXX";
-  const std::string certs = ::mkdtemp(tmpl);
-  std::string out;
-  REQUIRE(RunCommand("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-                     "-keyout " +
-                         certs + "/server.key -out " + certs + "/server.crt",
-                     &out) == 0);
+  const dpgate::testing::SelfSignedCert cert;
   {
-    ServeFixture f("tls: { cert: " + certs + "/server.crt, key: " + certs + "/server.key }\n");
+    ServeFixture f(cert.Yaml());
     std::string dsn = f.Dsn("alice", kAlicePassword);
     // Without TLS: refused with a clear reason.
     try {
@@ -175,7 +169,6 @@ TEST_CASE("with tls configured, clients must encrypt, and real TLS works") {
     PQclear(r);
     PQfinish(tls);
   }
-  RunCommand("rm -rf " + certs, &out);
 }
 
 TEST_CASE("SIGTERM stops accepting and exits cleanly") {

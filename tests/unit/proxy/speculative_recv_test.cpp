@@ -99,6 +99,28 @@ void TakeFirstMessage(SocketPair& p, std::array<char, 512>& buffer) {
   REQUIRE(first.data == "first");
 }
 
+// The peer's last bytes and its end arrive as one event; they are read
+// through the reactor, the flag is cleared with the end still unread, and
+// no later event sets it again. Then dpgate's side writes `reply`.
+void LastBytesReadThenReply(SocketPair& p, std::array<char, 512>& buffer,
+                            const std::string& last_bytes, bool peer_closes_fully,
+                            const std::string& reply) {
+  TakeFirstMessage(p, buffer);
+  ReadOutcome last;
+  StartRead(p.ours, buffer, last);
+  p.PeerSendsAndEnds(last_bytes, peer_closes_fully);
+  RunUntil(p.io, last, std::chrono::seconds(10));
+  REQUIRE(last.done);
+  REQUIRE(last.data == last_bytes);
+  SkipNextSpeculativeRecv(p.ours);
+  RunFor(p.io, std::chrono::milliseconds(100));
+  REQUIRE_FALSE(WillTryRecvFirst(p.ours));  // nothing more reports the end
+  boost::system::error_code ec;
+  p.ours.non_blocking(false);
+  asio::write(p.ours, asio::buffer(reply), ec);
+  CHECK_FALSE(ec);  // the kernel takes it either way
+}
+
 }  // namespace
 
 TEST_CASE("this build can skip the speculative recv", "[speculative_recv]") {
@@ -153,20 +175,7 @@ TEST_CASE("a peer that closed with its last message answers the next send with a
   // ends instead of waiting for ever.
   SocketPair p;
   std::array<char, 512> buffer{};
-  TakeFirstMessage(p, buffer);
-  ReadOutcome last;
-  StartRead(p.ours, buffer, last);
-  p.PeerSendsAndEnds("last", true);
-  RunUntil(p.io, last, std::chrono::seconds(10));
-  REQUIRE(last.done);
-  REQUIRE(last.data == "last");
-  SkipNextSpeculativeRecv(p.ours);  // the end of stream is still unread
-  RunFor(p.io, std::chrono::milliseconds(100));
-  REQUIRE_FALSE(WillTryRecvFirst(p.ours));  // and nothing more will report it
-  boost::system::error_code ec;
-  p.ours.non_blocking(false);
-  asio::write(p.ours, asio::buffer(std::string("Query")), ec);
-  CHECK_FALSE(ec);  // the kernel takes it; the reset comes back
+  LastBytesReadThenReply(p, buffer, "last", true, "Query");
   ReadOutcome after;
   StartRead(p.ours, buffer, after);
   RunUntil(p.io, after, std::chrono::seconds(10));
@@ -182,18 +191,7 @@ TEST_CASE("a half-closed peer sends no reset: why client reads keep their recv",
   // why only the upstream side skips (docs/DESIGN-NOTES.md item 13).
   SocketPair p;
   std::array<char, 512> buffer{};
-  TakeFirstMessage(p, buffer);
-  ReadOutcome query;
-  StartRead(p.ours, buffer, query);
-  p.PeerSendsAndEnds("Query", false);
-  RunUntil(p.io, query, std::chrono::seconds(10));
-  REQUIRE(query.done);
-  REQUIRE(query.data == "Query");
-  SkipNextSpeculativeRecv(p.ours);
-  RunFor(p.io, std::chrono::milliseconds(100));
-  REQUIRE_FALSE(WillTryRecvFirst(p.ours));
-  p.ours.non_blocking(false);
-  asio::write(p.ours, asio::buffer(std::string("answer")));
+  LastBytesReadThenReply(p, buffer, "Query", false, "answer");
   ReadOutcome end;
   StartRead(p.ours, buffer, end);
   RunUntil(p.io, end, std::chrono::milliseconds(300));
